@@ -153,21 +153,18 @@ def print_run_table(history, total_seconds):
 
 
 def parse_overrides(config, assignments):
-    """Apply `--set name=value` overrides; values take the type of the default."""
+    """Apply `--set name=value` overrides, e.g. --set C=0.5 --set max_iter=500."""
+    names = [k for k in vars(config) if not k.startswith('_')]
     for assignment in assignments:
-        name, sep, text = assignment.partition('=')
-        name = name.strip()
-        if not sep or not config.has(name):
-            sys.exit(f"--set {assignment!r}: expected name=value with name one of "
-                     f"{', '.join(k for k in vars(config) if not k.startswith('_'))}")
-        default = getattr(config, name)
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            value = type(default)(float(text)) if isinstance(default, float) else int(text)
-        else:  # Let Python decide: 3 -> int, 0.5 -> float, None, True, else a string.
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text
+        name, equals, text = assignment.partition('=')
+        if not equals or name not in names:
+            sys.exit(f'--set {assignment}: expected NAME=VALUE, NAME one of {", ".join(names)}')
+        try:
+            value = ast.literal_eval(text)  # 3 -> int, 0.5 -> float, None, True, ...
+        except (ValueError, SyntaxError):
+            value = text                    # ... anything else is a string.
+        if isinstance(getattr(config, name), float) and isinstance(value, int):
+            value = float(value)            # C=1 means C=1.0: same value, same cache entry.
         setattr(config, name, value)
 
 
@@ -201,8 +198,8 @@ def run_demo(config, args):
     timings = []
     try:
         for title, extra in runs:
-            print(f"\n{'=' * 72}\n{title}\n$ {' '.join(['python', os.path.basename(__file__)] + base[2:] + extra)}\n{'=' * 72}",
-                  flush=True)
+            command = ' '.join(['python', os.path.basename(__file__)] + base[2:] + extra)
+            print(f"\n{'=' * 72}\n{title}\n$ {command}\n{'=' * 72}", flush=True)
             start = time.perf_counter()
             subprocess.run(base + extra, check=True)
             timings.append(time.perf_counter() - start)
