@@ -1,0 +1,87 @@
+"""Pipework: what a running reactor uses to receive, send and allocate ingredients.
+
+One pipework belongs to one execution of one reactor (a ``ReactorRun``). It only translates
+calls into requests to the scheduler and the warehouse; the bookkeeping lives in the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import AllocationError
+from .ingredient import type_key
+
+if TYPE_CHECKING:
+    from .scheduler import ReactorRun
+
+
+@dataclass(frozen=True)
+class ReceiveRequest:
+    """What ``pipe.receive(name)`` returns; the reactor yields it and gets the value back."""
+    name: str
+
+
+class Pipework:
+    """Sends and receives ingredients on behalf of one reactor run.
+
+    Use ``x = yield pipe.receive('x')`` (the ``yield`` lets the plant pause the reactor while
+    the producer of ``x`` runs) and ``pipe.send('y', value)``.
+    """
+
+    def __init__(self, run: "ReactorRun"):
+        self._run = run
+
+    @property
+    def config(self) -> Any:
+        """The config bound to this reactor: reading a parameter records a dependency."""
+        return self._run.config
+
+    def receive(self, name: str) -> ReceiveRequest:
+        """Request ingredient ``name``; must be yielded: ``x = yield pipe.receive('x')``."""
+        if not isinstance(name, str):
+            raise TypeError(f"reactor '{self._run.name}': ingredient names are str, got {name!r}")
+        return ReceiveRequest(name)
+
+    def send(self, name: str, value: Any, type: Any = None) -> None:
+        """Publish ingredient ``name``; ``type`` is an ``Ingredient.Type`` or a spec class,
+        inferred from the value when omitted.
+
+        Raises
+        ------
+        DuplicateProducerError
+            when another reactor already sent ``name`` in this session.
+        SerializationError
+            when the value can be stored neither with pickle nor with dill.
+        """
+        self._run.send(name, value, self._key(name, type))
+
+    def allocate(self, name: str, type: Any, **kwargs: Any) -> Any:
+        """Create an ingredient to fill in place: a file path (``Ingredient.Type.file``) or an
+        HDF dataset (``specs.HdfArraySpec``, with ``shape=`` and ``dtype=``). It is sent
+        automatically when the reactor finishes, if not sent before.
+
+        Raises
+        ------
+        AllocationError
+            for a type that cannot be allocated, or a bad shape or dtype.
+        """
+        return self._run.allocate(name, self._key(name, type), temp=False, **kwargs)
+
+    def allocate_temp(self, name: str, type: Any, **kwargs: Any) -> Any:
+        """Like ``allocate``, but freed when the reactor ends and never sent."""
+        return self._run.allocate(name, self._key(name, type), temp=True, **kwargs)
+
+    def read_config(self, name: str) -> Any:
+        """Read a config parameter and record the dependency (the dict-config way)."""
+        return self._run.read_config(name, register=True)
+
+    def read_config_unregistered(self, name: str) -> Any:
+        """Read a config parameter without recording a dependency (reporting, debugging)."""
+        return self._run.read_config(name, register=False)
+
+    def _key(self, name: str, type_: Any) -> str | None:
+        try:
+            return type_key(type_)
+        except TypeError as exc:
+            raise AllocationError(f"reactor '{self._run.name}', ingredient '{name}': {exc}",
+                                  reactor=self._run.name, ingredient=name) from exc

@@ -1,0 +1,253 @@
+"""Plant: the facade users hold (config, reactors, run_reactor, events, history, shutdown)."""
+from __future__ import annotations
+
+import datetime
+import enum
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import lmdb
+
+from . import hashing, reactor as _reactor
+from .config import ConfigBase
+from .errors import PlantDirError, ReactorDefinitionError, UnknownReactorError
+from .scheduler import Node, Scheduler
+from .warehouse import Warehouse
+
+
+@dataclass
+class ExecutionRecord:
+    """One reactor in this plant's session history.
+
+    ``totalRuntime`` is the time spent inside the reactor's body, in seconds (0 when cached);
+    ``startTime`` and ``finishTime`` are Unix times; ``wasRun`` is False when the reactor was
+    verified up to date instead of run; ``reason`` says why it ran.
+    """
+    reactorName: str
+    startTime: float
+    totalRuntime: float
+    finishTime: float
+    wasRun: bool
+    reason: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "ran" if self.wasRun else "cached"
+
+
+class Plant:
+    """Runs reactors and keeps their ingredients in a warehouse under ``plantDir``.
+
+    Parameters
+    ----------
+    plantDir : str or os.PathLike
+        Where ingredients and metadata live; created when missing. Trust it like code: the
+        warehouse unpickles what it finds there.
+    logger : logging.Logger, optional
+        Where decisions are logged; defaults to the ``pyplant`` logger (no handler is added).
+    logLevel : int, optional
+        Level set on that logger.
+    functionHash : callable, optional
+        ``f(func) -> str`` used instead of the built-in code hash, for reactors and subreactors.
+    durable : bool
+        fsync blobs and metadata commits so that they survive power loss. Off by default: every
+        commit survives a killed process either way.
+
+    Raises
+    ------
+    PlantDirError
+        when ``plantDir`` is a file, cannot be created, or is not writable.
+    """
+
+    class EventType(enum.Enum):
+        unknown = 0
+        reactor_started = 1
+        subreactor_started = 2
+        reactor_finished = 3
+        subreactor_finished = 4  # never fired, kept for PyPlant compatibility
+        reactor_step = 5
+
+    def __init__(self, plantDir: str | os.PathLike, logger: logging.Logger | None = None,
+                 logLevel: int | None = None, functionHash: Callable[[Callable], str] | None = None,
+                 *, durable: bool = False):
+        self.plantDir = os.fspath(plantDir)
+        self.logger = logger or logging.getLogger("pyplant")
+        if logLevel is not None:
+            self.logger.setLevel(logLevel)
+        self.functionHash = functionHash
+        self.reactors: dict[str, Callable] = {}
+        self.config = ConfigBase()
+        self.warehouse = _open_warehouse(self.plantDir, durable, self.logger)
+        self._listeners: dict[Plant.EventType, list[Callable]] = {}
+        self._history: dict[str, ExecutionRecord] = {}
+        self._scheduler: Scheduler | None = None
+
+    @staticmethod
+    def _clear_global_state() -> None:
+        """Forget every @ReactorFunc and @SubreactorFunc defined so far (test isolation)."""
+        _reactor.clear_registries()
+
+    def __enter__(self) -> "Plant":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Close the warehouse. Everything finished is already on disk; idempotent."""
+        self.warehouse.close()
+
+    # --- configuration ---
+
+    def set_config(self, config: dict[str, Any] | ConfigBase) -> None:
+        """Set the config: a dict or a ``ConfigBase``; later changes re-run what read them."""
+        self.config = config if isinstance(config, ConfigBase) else ConfigBase(dict(config))
+        self._new_session()
+
+    def get_config_object(self) -> ConfigBase:
+        return self.config
+
+    def mark_params_as_auxiliary(self, params: Iterable[str]) -> None:
+        """Parameters that never re-run anything when they change (log levels, temp dirs)."""
+        self.config.mark_auxiliary(params)
+        self._new_session()
+
+    # --- reactors ---
+
+    def add_reactors(self, *funcs: Callable | Iterable[Callable]) -> None:
+        """Add ``@ReactorFunc`` functions (or lists of them); a name added again is replaced.
+
+        Raises ``ReactorDefinitionError`` for a function that is not a ``@ReactorFunc``.
+        """
+        for func in _flatten(funcs):
+            if not _reactor.is_reactor(func):
+                raise ReactorDefinitionError(f"{func!r} is not a @ReactorFunc")
+            self.reactors[func.__name__] = func
+        self._new_session()
+
+    add_reactor = add_reactors
+
+    def add_all_visible_reactors(self) -> None:
+        self.add_reactors(*_reactor.registered_reactors())
+
+    def get_reactors(self) -> list[Callable]:
+        return list(self.reactors.values())
+
+    def run_reactor(self, reactorToRun: Callable | str) -> None:
+        """Run a reactor now, and whatever stale reactors produce what it receives.
+
+        With no reactors added, every ``@ReactorFunc`` defined so far is added first.
+
+        Raises
+        ------
+        UnknownReactorError
+            when no reactor of that name was added.
+        Exception
+            whatever a reactor raised, with its original type; every reactor that finished
+            before it stays cached.
+        PyPlantError
+            for a missing ingredient, a cycle, two producers of one name, ...
+        """
+        if not self.reactors:
+            self.add_all_visible_reactors()
+        name = _reactor.reactor_name(reactorToRun)
+        if callable(reactorToRun) and _reactor.is_reactor(reactorToRun) \
+                and self.reactors.get(name) is not reactorToRun:
+            self.add_reactors(reactorToRun)
+        if name not in self.reactors:
+            raise UnknownReactorError(f"no reactor '{name}' was added to the plant "
+                                      f"(known: {', '.join(sorted(self.reactors)) or 'none'})", reactor=name)
+        self._session().run(name)
+
+    def fetch_ingredient(self, name: str) -> Any:
+        """The value of ingredient ``name`` from this session or its latest stored version.
+
+        Raises ``IngredientNotFoundError`` when it was never produced.
+        """
+        return self._session().latest_value(name)
+
+    def _session(self) -> Scheduler:
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self)
+        return self._scheduler
+
+    def _new_session(self) -> None:
+        self._scheduler = None
+
+    def _code_hash(self, func: Callable) -> str:
+        if self.functionHash is not None:
+            return self.functionHash(func)
+        info = getattr(func, "pyplant", None)
+        if info is not None and info.version is not None:
+            return hashing.digest("version", str(info.version))
+        return hashing.code_hash(func)
+
+    # --- events ---
+
+    def add_event_listener(self, eventType: "Plant.EventType", callback: Callable) -> None:
+        """Call ``callback(eventType, reactorName[, func])`` synchronously on each event."""
+        self._listeners.setdefault(eventType, []).append(callback)
+
+    def remove_event_listener(self, callback: Callable) -> None:
+        for listeners in self._listeners.values():
+            while callback in listeners:
+                listeners.remove(callback)
+
+    def _trigger_event(self, event: str, *args: Any) -> None:
+        event_type = Plant.EventType[event]
+        for callback in list(self._listeners.get(event_type, ())):
+            callback(event_type, *args)
+
+    # --- history ---
+
+    def _record_history(self, node: Node, ran: bool, started: float, duration: float) -> dict:
+        record = ExecutionRecord(node.name, started, duration, time.time(), ran,
+                                 node.reason if ran else "up to date")
+        self._history[node.name] = record
+        return {"reactor": node.name, "started": started, "duration": duration, "ran": ran,
+                "reason": record.reason}
+
+    def get_execution_history(self) -> dict[str, ExecutionRecord]:
+        """{reactor name: ExecutionRecord} of the reactors run or verified by this plant."""
+        return dict(self._history)
+
+    def print_execution_history(self, printFn: Callable[[str], Any] = print) -> None:
+        """Print one row per reactor: ran or cached, time in seconds, and why it ran."""
+        records = sorted(self._history.values(), key=lambda r: r.startTime)
+        width = max([len(r.reactorName) for r in records] + [7])
+        printFn(f"{'reactor':<{width}}  {'status':<6}  {'seconds':>9}  reason")
+        for r in records:
+            printFn(f"{r.reactorName:<{width}}  {r.status:<6}  {r.totalRuntime:>9.3f}  "
+                    f"{r.reason if r.wasRun else ''}")
+        total = sum(r.totalRuntime for r in records)
+        ran = sum(r.wasRun for r in records)
+        printFn(f"{ran} ran, {len(records) - ran} cached, {total:.3f} s in reactors "
+                f"({datetime.datetime.now():%H:%M:%S})")
+
+
+def _flatten(funcs: Iterable[Any]) -> list[Callable]:
+    result: list[Callable] = []
+    for item in funcs:
+        if isinstance(item, (list, tuple, set)):
+            result.extend(item)
+        else:
+            result.append(item)
+    return result
+
+
+def _open_warehouse(plant_dir: str, durable: bool, logger: logging.Logger) -> Warehouse:
+    if os.path.exists(plant_dir) and not os.path.isdir(plant_dir):
+        raise PlantDirError(f"plant directory {plant_dir!r} is a file, not a directory")
+    try:
+        os.makedirs(plant_dir, exist_ok=True)
+    except OSError as exc:
+        raise PlantDirError(f"cannot create plant directory {plant_dir!r}: {exc}") from exc
+    if not os.access(plant_dir, os.W_OK | os.X_OK):
+        raise PlantDirError(f"plant directory {plant_dir!r} is not writable")
+    try:
+        return Warehouse(plant_dir, durable, logger)
+    except (OSError, lmdb.Error) as exc:
+        raise PlantDirError(f"cannot open the warehouse in {plant_dir!r}: {exc}") from exc

@@ -1,0 +1,488 @@
+"""The suspending scheduler: verifies traces, runs stale reactors, parks and resumes them.
+
+Design (after "Build systems a la carte", Mokhov, Mitchell and Peyton Jones, 2018: a suspending
+scheduler with verifying, constructive traces):
+
+State of one session (one ``Plant`` between config changes)::
+
+    nodes      {reactor name: Node}         status NEW -> CHECKING -> CACHED
+                                                   NEW -> RUNNING  -> RAN
+    stack      [Node]                       the top is advanced; a node waiting for a producer
+                                            pushes it. An explicit stack, so a chain of 10,000
+                                            reactors needs no Python recursion.
+    available  {ingredient: (Version, producer Node)}   settled or already-sent ingredients
+    values     {ingredient: value}          loaded once per session
+
+A CHECKING node walks its traces, most recent first. A trace verifies when its code hashes and
+non-auxiliary config tokens equal the current ones and each input, once its producer is
+settled, still has the recorded content hash. A producer that re-ran and produced the same
+bytes therefore stops the wave (early cutoff), and an older trace can match again (config
+A -> B -> A finds A's versions). When no trace verifies the node starts RUNNING.
+
+A RUNNING node's generator is stepped until it yields a receive whose ingredient is not
+available; the producer recorded in the metadata is pushed, or, when none is known, the next
+reactor not yet settled in this session (discovery, each reactor at most once per session, so it
+never loops). The target of ``run_reactor`` always runs.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Generator
+
+from . import hashing
+from .errors import (AllocationError, CorruptVersionError, DependencyCycleError, DuplicateProducerError,
+                     IngredientNotFoundError, ReactorProtocolError)
+from .pipework import Pipework, ReceiveRequest
+from .reactor import _active, start_generator, subreactor_function
+from .warehouse import Stored, Trace, Version
+
+if TYPE_CHECKING:
+    from .plant import Plant
+
+
+
+class Status(enum.Enum):
+    NEW = "new"
+    CHECKING = "checking"
+    RUNNING = "running"
+    RAN = "ran"
+    CACHED = "cached"
+
+
+@dataclass(eq=False)
+class Node:
+    """One reactor within a session."""
+    name: str
+    func: Callable
+    status: Status = Status.NEW
+    traces: list[Trace] = field(default_factory=list)
+    trace_index: int = 0
+    input_index: int = 0
+    trace: Trace | None = None       # the settled trace (CACHED or RAN)
+    reason: str | None = None        # why it ran
+    run: "ReactorRun | None" = None
+
+
+@dataclass(frozen=True)
+class Need:
+    """The node on top of the stack waits for ``producer`` (to settle, or to run now)."""
+    producer: Node
+    restart: bool = False
+
+
+class ReactorRun:
+    """One execution of a reactor: its generator and what it received, read, called and sent."""
+
+    def __init__(self, scheduler: "Scheduler", node: Node):
+        self.scheduler = scheduler
+        self.node = node
+        self.name = node.name
+        self.reactor_name = node.name  # read by ConfigBase for error messages
+        self.inputs: dict[str, str] = {}
+        self.config_reads: dict[str, tuple[str, str]] = {}
+        self.subreactors: dict[str, Callable] = {}
+        self.outputs: dict[str, Stored] = {}
+        self.allocations: dict[str, tuple[str, str, Any]] = {}
+        self.temps: list[tuple[str, str]] = []
+        self.pipe = Pipework(self)
+        self.config = scheduler.plant.config._bind(self)
+        self.generator: Generator | None = None
+        self.awaiting: str | None = None
+        self.started = time.time()
+        self.elapsed = 0.0
+
+    # called by ConfigBase on each read of a non-auxiliary parameter
+    def __call__(self, param: str, value: Any) -> None:
+        if param not in self.config_reads:
+            self.config_reads[param] = (self.scheduler.config_token(param, value), hashing.short_repr(value))
+
+    def read_config(self, param: str, register: bool) -> Any:
+        config = self.scheduler.plant.config
+        value = config.peek(param) if config.has(param) else self.config.__getattr__(param)
+        if register and not config.is_auxiliary(param):
+            self(param, value)
+        return value
+
+    def on_subreactor(self, name: str, func: Callable) -> None:
+        self.subreactors[name] = func
+        self.scheduler.plant._trigger_event("subreactor_started", name)
+
+    def send(self, name: str, value: Any, key: str | None) -> None:
+        self.scheduler.send(self, name, value, key)
+
+    def allocate(self, name: str, key: str | None, temp: bool, **kwargs: Any) -> Any:
+        return self.scheduler.allocate(self, name, key, temp, **kwargs)
+
+
+class Scheduler:
+    """Runs reactors for one session of a plant; see the module docstring."""
+
+    def __init__(self, plant: "Plant"):
+        self.plant = plant
+        self.warehouse = plant.warehouse
+        self.meta = plant.warehouse.metadata
+        self.nodes: dict[str, Node] = {name: Node(name, func) for name, func in plant.reactors.items()}
+        self.order = list(self.nodes.values())
+        self.cursor = 0
+        self.stack: list[Node] = []
+        self.available: dict[str, tuple[Version, Node]] = {}
+        self.values: dict[str, Any] = {}
+        self.code_hashes: dict[str, str | None] = {}
+        self.config_tokens: dict[str, str] = {}
+        self.tried: dict[str, list[str]] = {}
+
+    # --- the driving loop ---
+
+    def run(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.status is Status.RAN:
+            self.plant.logger.info("reactor '%s' already ran in this session; not running it again", name)
+            return
+        if node.status is not Status.NEW:
+            self._drop_outputs(node)
+        self._start_running(node, reason="target of run_reactor")
+        self.stack.append(node)
+        try:
+            while self.stack:
+                top = self.stack[-1]
+                need = self._advance(top)
+                if need is None:
+                    self.stack.pop()
+                elif need.restart:
+                    self.stack.remove(need.producer)
+                    self._start_running(need.producer, reason="needed while verifying (trace cycle)")
+                    self.stack.append(need.producer)
+                else:
+                    self._push(need.producer)
+        except BaseException:
+            self._abort()
+            raise
+
+    def _push(self, node: Node) -> None:
+        node.status = Status.CHECKING
+        node.traces = self.meta.traces(node.name)
+        node.trace_index = node.input_index = 0
+        self.stack.append(node)
+
+    def _advance(self, node: Node) -> Need | None:
+        if node.status is Status.CHECKING:
+            return self._advance_check(node)
+        if node.status is Status.RUNNING:
+            return self._advance_run(node)
+        return None
+
+    def _abort(self) -> None:
+        """After an exception: close every unfinished generator, free what it allocated."""
+        for node in reversed(self.stack):
+            run = node.run
+            if node.status is Status.RUNNING and run is not None:
+                if run.generator is not None:
+                    try:
+                        run.generator.close()
+                    except BaseException as exc:  # the original error matters more
+                        self.plant.logger.warning("reactor '%s' raised while closing: %r", node.name, exc)
+                self._free(run, [(k, s) for k, s, _ in run.allocations.values()] + run.temps)
+                self._drop_outputs(node)
+            node.status, node.run = Status.NEW, None
+        self.stack.clear()
+
+    # --- verifying ---
+
+    def _advance_check(self, node: Node) -> Need | None:
+        while node.trace_index < len(node.traces):
+            trace = node.traces[node.trace_index]
+            if node.input_index == 0:
+                mismatch = self._code_mismatch(node, trace) or self._config_mismatch(trace)
+                if mismatch:
+                    self._next_trace(node, mismatch)
+                    continue
+            inputs = list(trace.inputs.items())
+            while node.input_index < len(inputs):
+                ingredient, content_hash = inputs[node.input_index]
+                state = self._input_state(ingredient)
+                if isinstance(state, Node):
+                    return Need(state)
+                if state != content_hash:
+                    break
+                node.input_index += 1
+            else:
+                self._settle_cached(node, trace)
+                return None
+            self._next_trace(node, f"input '{ingredient}' changed" if state else
+                             f"input '{ingredient}' is no longer produced")
+        self._start_running(node, node.reason or "no trace yet")
+        return self._advance_run(node)
+
+    def _next_trace(self, node: Node, reason: str) -> None:
+        if node.trace_index == 0:
+            node.reason = reason  # the most recent trace explains the re-run
+        node.trace_index += 1
+        node.input_index = 0
+
+    def _input_state(self, ingredient: str) -> str | Node | None:
+        """Content hash of a settled ingredient, the producer to settle first, or None."""
+        entry = self.available.get(ingredient)
+        if entry is not None:
+            return entry[0].content_hash
+        producer = self._recorded_producer(ingredient)
+        if producer is not None and producer.status is Status.NEW:
+            return producer
+        return None
+
+    def _code_mismatch(self, node: Node, trace: Trace) -> str | None:
+        for label, recorded in trace.code.items():
+            if self._current_code(node, label) != recorded:
+                return f"code changed: {node.name if label == 'reactor' else label[4:]}"
+        return None
+
+    def _current_code(self, node: Node, label: str) -> str | None:
+        if label == "reactor":
+            return self.plant._code_hash(node.func)
+        if label not in self.code_hashes:
+            func = subreactor_function(label[4:])
+            self.code_hashes[label] = None if func is None else self.plant._code_hash(func)
+        return self.code_hashes[label]
+
+    def _config_mismatch(self, trace: Trace) -> str | None:
+        config = self.plant.config
+        for param, (token, shown) in trace.config.items():
+            if config.is_auxiliary(param):
+                continue
+            if not config.has(param):
+                return f"config parameter '{param}' was removed"
+            value = config.peek(param)
+            if self.config_token(param, value) != token:
+                return f"config parameter '{param}' changed from {shown} to {hashing.short_repr(value)}"
+        return None
+
+    def config_token(self, param: str, value: Any) -> str:
+        token = self.config_tokens.get(param)
+        if token is None:
+            token = hashing.stable_token(value, self.plant._code_hash)
+            self.config_tokens[param] = token
+        return token
+
+    def _settle_cached(self, node: Node, trace: Trace) -> None:
+        node.status, node.trace = Status.CACHED, trace
+        if node.trace_index > 0:  # an older trace matched again: make it the latest
+            self.meta.promote_trace(node.name, trace)
+        for name, version in trace.outputs.items():
+            self.available[name] = (version, node)
+        self.plant._record_history(node, ran=False, started=time.time(), duration=0.0)
+        self.plant.logger.debug("reactor '%s' is up to date (trace %s)", node.name, trace.trace_id[:8])
+
+    # --- running ---
+
+    def _start_running(self, node: Node, reason: str) -> None:
+        node.status, node.reason = Status.RUNNING, reason
+        node.run = ReactorRun(self, node)
+        self.plant.logger.info("running reactor '%s': %s", node.name, reason)
+
+    def _advance_run(self, node: Node) -> Need | None:
+        run = node.run
+        value = None
+        if run.generator is None:
+            run.generator = start_generator(node.func, run.pipe, run.config)
+            self.plant._trigger_event("reactor_started", node.name, node.func)
+        elif run.awaiting is not None:
+            value = self._receive(node, run.awaiting)
+            if isinstance(value, Need):
+                return value
+        while True:
+            name = self._step(run, value)
+            if name is StopIteration:
+                self._finish(node)
+                return None
+            value = self._receive(node, name)
+            if isinstance(value, Need):
+                return value
+
+    def _step(self, run: ReactorRun, value: Any) -> Any:
+        """Step the generator; returns the received name, None (bare yield) or StopIteration."""
+        _active.append(run)
+        began = time.perf_counter()
+        try:
+            request = run.generator.send(value)
+        except StopIteration:
+            return StopIteration
+        except BaseException as exc:
+            exc.add_note(f"(raised in reactor '{run.name}')")
+            self.plant.logger.error("reactor '%s' raised %s: %s", run.name, type(exc).__name__, exc)
+            raise
+        finally:
+            run.elapsed += time.perf_counter() - began
+            _active.pop()
+        self.plant._trigger_event("reactor_step", run.name)
+        if request is None:
+            return None  # a bare yield, answered with None
+        if not isinstance(request, ReceiveRequest):
+            raise ReactorProtocolError(
+                f"reactor '{run.name}' yielded {request!r}; reactors may only yield "
+                f"pipe.receive(name) (or use 'yield from' for subreactors)", reactor=run.name)
+        return request.name
+
+    def _receive(self, node: Node, name: str | None) -> Any:
+        """The value of ``name`` for ``node``, or the ``Need`` to wait on (then ``awaiting``)."""
+        run = node.run
+        run.awaiting = None
+        if name is None:  # bare yield
+            return None
+        if name in run.outputs:  # its own product, sent earlier in this run
+            return run.outputs[name].value
+        entry = self.available.get(name)
+        if entry is None:
+            need = self._find_producer(node, name)
+            run.awaiting = name
+            return need
+        value = self._value(name)
+        if isinstance(value, Need):
+            run.awaiting = name
+            return value
+        run.inputs[name] = self.available[name][0].content_hash
+        return value
+
+    def _find_producer(self, node: Node, name: str) -> Need:
+        producer = self._recorded_producer(name)
+        if producer is not None and producer is not node:
+            if producer.status is Status.NEW:
+                return Need(producer)
+            if producer.status is Status.CHECKING:
+                return Need(producer, restart=True)
+        return self._discover(node, name, producer)
+
+    def _discover(self, node: Node, name: str, recorded: Node | None) -> Need:
+        """Start the next reactor not yet settled in this session, hoping it sends ``name``."""
+        tried = self.tried.setdefault(name, [])
+        while self.cursor < len(self.order):
+            candidate = self.order[self.cursor]
+            self.cursor += 1
+            if candidate.status is Status.NEW:
+                tried.append(candidate.name)
+                self.plant.logger.debug("looking for a producer of '%s': trying reactor '%s'", name, candidate.name)
+                return Need(candidate)
+        waiting = recorded if recorded is not None and recorded.status is Status.RUNNING else None
+        if waiting is not None and waiting is not node:
+            cycle = [n.name for n in self.stack[self.stack.index(waiting):]] + [waiting.name]
+            raise DependencyCycleError(
+                f"dependency cycle: {' -> '.join(cycle)} (reactor '{node.name}' waits for "
+                f"ingredient '{name}', which '{waiting.name}' sends only after it gets its inputs)",
+                cycle=cycle, ingredient=name)
+        settled = [n.name for n in self.order if n.status in (Status.RAN, Status.CACHED)]
+        raise IngredientNotFoundError(
+            f"reactor '{node.name}' receives ingredient '{name}', but no reactor sends it "
+            f"(tried: {', '.join(tried) or 'none'}; ran or verified this session: "
+            f"{', '.join(settled) or 'none'}). Was its producer added to the plant?",
+            reactor=node.name, ingredient=name, tried=tried)
+
+    def _recorded_producer(self, ingredient: str) -> Node | None:
+        name = self.meta.producer(ingredient)
+        return self.nodes.get(name) if name is not None else None
+
+    def _value(self, name: str) -> Any:
+        if name in self.values:
+            return self.values[name]
+        version, producer = self.available[name]
+        try:
+            value = self.warehouse.load(version)
+        except CorruptVersionError as exc:
+            self.plant.logger.warning("%s; re-running reactor '%s' to recompute it", exc, producer.name)
+            self._invalidate(producer)
+            return Need(producer)
+        self.values[name] = value
+        return value
+
+    def _invalidate(self, node: Node) -> None:
+        """A cached node's versions are damaged: forget its trace and verify it again."""
+        if node.trace is not None:
+            self.meta.forget_trace(node.name, node.trace.trace_id)
+        self._drop_outputs(node)
+        node.status, node.trace, node.reason = Status.NEW, None, "a stored version was missing or corrupted"
+
+    def _drop_outputs(self, node: Node) -> None:
+        for name in [n for n, (_, p) in self.available.items() if p is node]:
+            del self.available[name]
+            self.values.pop(name, None)
+
+    # --- sending and allocating ---
+
+    def send(self, run: ReactorRun, name: str, value: Any, key: str | None) -> None:
+        self._check_single_producer(run, name)
+        key = key or self.warehouse.infer_type(value)
+        self.warehouse.check_type(key)
+        allocated = run.allocations.pop(name, None)
+        try:
+            stored = self.warehouse.store(name, value, key, allocated[1] if allocated else None)
+        except Exception as exc:
+            exc.add_note(f"(while reactor '{run.name}' sent ingredient '{name}')")
+            raise
+        run.outputs[name] = stored
+        self.available[name] = (stored.version, run.node)
+        self.values[name] = stored.value
+
+    def allocate(self, run: ReactorRun, name: str, key: str | None, temp: bool, **kwargs: Any) -> Any:
+        if key is None:
+            raise AllocationError(f"reactor '{run.name}' must give a type to allocate '{name}'",
+                                  reactor=run.name, ingredient=name)
+        if not temp:
+            self._check_single_producer(run, name)
+        try:
+            value, storage = self.warehouse.allocate(name, key, temp=temp, **kwargs)
+        except Exception as exc:
+            exc.add_note(f"(while reactor '{run.name}' allocated ingredient '{name}')")
+            raise
+        if temp:
+            run.temps.append((key, storage))
+        else:
+            run.allocations[name] = (key, storage, value)
+        return value
+
+    def _check_single_producer(self, run: ReactorRun, name: str) -> None:
+        entry = self.available.get(name)
+        if entry is not None and entry[1] is not run.node:
+            raise DuplicateProducerError(
+                f"reactors '{entry[1].name}' and '{run.name}' both send ingredient '{name}'; "
+                f"an ingredient has exactly one producer", reactor=run.name, ingredient=name)
+
+    # --- finishing ---
+
+    def _finish(self, node: Node) -> None:
+        run = node.run
+        for name, (key, storage, value) in list(run.allocations.items()):
+            self.send(run, name, value, key)  # allocated but not sent: send it now
+        code = {"reactor": self.plant._code_hash(node.func)}
+        code.update({f"sub:{n}": self.plant._code_hash(f) for n, f in run.subreactors.items()})
+        trace_id = hashing.combine("trace", [("reactor", node.name)]
+                                   + [("code",) + kv for kv in code.items()]
+                                   + [("config", p, t) for p, (t, _) in run.config_reads.items()]
+                                   + [("input",) + kv for kv in run.inputs.items()])
+        outputs = {name: stored.version for name, stored in run.outputs.items()}
+        trace = Trace(node.name, trace_id, code, dict(run.config_reads), dict(run.inputs), outputs,
+                      finished=time.time(), duration=run.elapsed)
+        history = self.plant._record_history(node, ran=True, started=run.started, duration=run.elapsed)
+        self.meta.commit_trace(trace, history)
+        self._free(run, run.temps)
+        node.status, node.trace, node.run = Status.RAN, trace, None
+        self.plant.logger.info("reactor '%s' finished in %.3f s", node.name, run.elapsed)
+        self.plant._trigger_event("reactor_finished", node.name)
+
+    def _free(self, run: ReactorRun, allocations: list[tuple[str, str]]) -> None:
+        for key, storage in allocations:
+            self.warehouse.deallocate(key, storage)
+
+    # --- outside a run ---
+
+    def latest_value(self, name: str) -> Any:
+        """The value of ``name`` in this session, or its latest stored version."""
+        if name in self.available:
+            value = self._value(name)
+            if not isinstance(value, Need):
+                return value
+        producer = self.meta.producer(name)
+        traces = self.meta.traces(producer, limit=1) if producer else []
+        if not traces or name not in traces[0].outputs:
+            raise IngredientNotFoundError(f"ingredient '{name}' is not in the warehouse",
+                                          reactor=producer, ingredient=name)
+        return self.warehouse.load(traces[0].outputs[name])

@@ -1,0 +1,220 @@
+"""LMDB metadata: reactors, traces, ingredient producers and run history.
+
+Layout of the environment ``<plantDir>/meta.lmdb`` (values are pickled dicts, protocol 5)::
+
+    reactors     {reactor name: {"traces": [trace_id, ...]}}      most recent first
+    traces       {reactor name + "\\0" + trace_id: Trace record}
+    ingredients  {ingredient name: {"producer": reactor name}}
+    history      {"%020.6f-pid-n" start time: {"reactor", "started", "duration", "reason"}}
+
+One write transaction commits everything a finished reactor leaves, so a reader (another
+process too) sees either all of it or nothing. Records are plain dicts, not pickled classes,
+so that renaming a class never makes a plant directory unreadable.
+
+LMDB must not be opened twice by one process (it breaks its POSIX locks), so environments are
+shared per real path and reference counted: two ``Plant`` objects on one directory in one
+process (a notebook cell re-run without ``shutdown()``) share one environment.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import lmdb
+
+logger = logging.getLogger(__name__)
+
+_MAP_SIZE = 1 << 40  # address space only; the file grows with the data
+_DBS = (b"reactors", b"traces", b"ingredients", b"history")
+
+
+@dataclass(frozen=True)
+class Version:
+    """One stored value of an ingredient.
+
+    ``location`` is a path relative to the plant directory (a blob, a file, a spec's storage
+    name), or None when the pickled value is ``inline`` in the record.
+    """
+    name: str
+    type: str
+    content_hash: str
+    location: str | None = None
+    inline: bytes | None = None
+    meta: dict | None = None
+    nbytes: int = 0
+
+    def to_record(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_record(cls, rec: dict) -> "Version":
+        return cls(**rec)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What a finished reactor leaves: enough to decide later whether it is up to date.
+
+    code    {label: code hash}: 'reactor' and 'sub:<name>' for each subreactor called
+    config  {param: (stable token, short repr)} of non-auxiliary parameters read
+    inputs  {ingredient: content hash} received (own products excluded)
+    outputs {ingredient: Version} sent
+    """
+    reactor: str
+    trace_id: str
+    code: dict[str, str]
+    config: dict[str, tuple[str, str]]
+    inputs: dict[str, str]
+    outputs: dict[str, Version]
+    finished: float = 0.0
+    duration: float = 0.0
+
+    def to_record(self) -> dict:
+        rec = dict(self.__dict__)
+        rec["outputs"] = {k: v.to_record() for k, v in self.outputs.items()}
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: dict) -> "Trace":
+        rec = dict(rec)
+        rec["outputs"] = {k: Version.from_record(v) for k, v in rec["outputs"].items()}
+        return cls(**rec)
+
+
+@dataclass
+class _Shared:
+    env: lmdb.Environment
+    users: int = 0
+    dbs: dict[bytes, Any] = field(default_factory=dict)
+
+
+_envs: dict[str, _Shared] = {}
+_envs_lock = threading.Lock()
+
+
+def _dump(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=5)
+
+
+class MetadataStore:
+    """The plant's LMDB environment, shared per directory within a process.
+
+    Parameters
+    ----------
+    path : str
+        Directory of the LMDB environment (created when missing).
+    durable : bool
+        fsync every commit (survives power loss). Without it, a commit survives a killed
+        process but the last commits may be lost on an operating-system crash.
+
+    Raises
+    ------
+    lmdb.Error
+        when the environment cannot be opened (the caller turns it into ``PlantDirError``).
+    """
+
+    def __init__(self, path: str, durable: bool = False):
+        self.path = os.path.realpath(path)
+        with _envs_lock:
+            shared = _envs.get(self.path)
+            if shared is None:
+                env = lmdb.open(self.path, map_size=_MAP_SIZE, max_dbs=len(_DBS), subdir=True,
+                                sync=durable, metasync=durable, max_readers=512, lock=True)
+                shared = _Shared(env, dbs={name: env.open_db(name) for name in _DBS})
+                _envs[self.path] = shared
+            shared.users += 1
+        self._shared = shared
+        self._closed = False
+
+    @property
+    def env(self) -> lmdb.Environment:
+        return self._shared.env
+
+    def _db(self, name: bytes) -> Any:
+        return self._shared.dbs[name]
+
+    # --- reads (each in its own short read transaction) ---
+
+    def _get(self, db: bytes, key: str) -> Any:
+        with self.env.begin(db=self._db(db), buffers=True) as txn:
+            raw = txn.get(key.encode())
+            return None if raw is None else pickle.loads(raw)
+
+    def trace_ids(self, reactor: str) -> list[str]:
+        rec = self._get(b"reactors", reactor)
+        return list(rec["traces"]) if rec else []
+
+    def traces(self, reactor: str, limit: int = 64) -> list[Trace]:
+        """The reactor's traces, most recent first (at most ``limit``)."""
+        with self.env.begin(buffers=True) as txn:
+            raw = txn.get(reactor.encode(), db=self._db(b"reactors"))
+            if raw is None:
+                return []
+            result = []
+            for tid in pickle.loads(raw)["traces"][:limit]:
+                rec = txn.get(f"{reactor}\0{tid}".encode(), db=self._db(b"traces"))
+                if rec is not None:
+                    result.append(Trace.from_record(pickle.loads(rec)))
+            return result
+
+    def producer(self, ingredient: str) -> str | None:
+        rec = self._get(b"ingredients", ingredient)
+        return rec["producer"] if rec else None
+
+    def history(self) -> Iterator[dict]:
+        with self.env.begin(db=self._db(b"history")) as txn:
+            for _, raw in txn.cursor():
+                yield pickle.loads(raw)
+
+    # --- writes ---
+
+    def commit_trace(self, trace: Trace, history: dict) -> None:
+        """Record a finished reactor: its trace (made most recent), producers, history; atomically."""
+        key = f"{trace.reactor}\0{trace.trace_id}".encode()
+        with self._write() as txn:
+            txn.put(key, _dump(trace.to_record()), db=self._db(b"traces"))
+            self._promote(txn, trace.reactor, trace.trace_id)
+            for name in trace.outputs:
+                txn.put(name.encode(), _dump({"producer": trace.reactor}), db=self._db(b"ingredients"))
+            stamp = f"{history['started']:020.6f}-{os.getpid()}-{time.perf_counter_ns()}"
+            txn.put(stamp.encode(), _dump(history), db=self._db(b"history"))
+
+    def promote_trace(self, reactor: str, trace: Trace) -> None:
+        """Make an older trace the most recent one (a config switched back: A -> B -> A)."""
+        with self._write() as txn:
+            self._promote(txn, reactor, trace.trace_id)
+            for name in trace.outputs:
+                txn.put(name.encode(), _dump({"producer": reactor}), db=self._db(b"ingredients"))
+
+    def forget_trace(self, reactor: str, trace_id: str) -> None:
+        """Drop a trace whose versions turned out missing or corrupted."""
+        with self._write() as txn:
+            rec = txn.get(reactor.encode(), db=self._db(b"reactors"))
+            if rec is not None:
+                ids = [t for t in pickle.loads(rec)["traces"] if t != trace_id]
+                txn.put(reactor.encode(), _dump({"traces": ids}), db=self._db(b"reactors"))
+            txn.delete(f"{reactor}\0{trace_id}".encode(), db=self._db(b"traces"))
+
+    def _promote(self, txn: lmdb.Transaction, reactor: str, trace_id: str) -> None:
+        raw = txn.get(reactor.encode(), db=self._db(b"reactors"))
+        ids = pickle.loads(raw)["traces"] if raw is not None else []
+        ids = [trace_id] + [t for t in ids if t != trace_id]
+        txn.put(reactor.encode(), _dump({"traces": ids}), db=self._db(b"reactors"))
+
+    def _write(self) -> lmdb.Transaction:
+        return self.env.begin(write=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with _envs_lock:
+            self._shared.users -= 1
+            if self._shared.users == 0:
+                _envs.pop(self.path, None)
+                self._shared.env.close()
