@@ -20,7 +20,7 @@ import linecache
 import pickle
 import textwrap
 import types
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import xxhash
@@ -72,15 +72,22 @@ def file_hash(path: str, block_bytes: int = 1 << 24) -> str:
 
 # --- code hashes ------------------------------------------------------------------------------
 
+class CodeMemo(Protocol):
+    """A persistent map {raw source digest: code hash}, such as the plant's LMDB table."""
+    def get(self, key: str) -> str | None: ...
+    def put(self, key: str, value: str) -> None: ...
+
+
 _code_cache: dict[int, tuple[types.CodeType, str]] = {}
 _text_cache: dict[str, str] = {}
 
 
-def code_hash(func: Callable) -> str:
+def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
     """Hash of a function's normalized source (AST without docstrings, comments and layout).
 
     Falls back to the compiled code object (bytecode, constants, names) when the source is not
-    available, which is as stable across processes as the interpreter version.
+    available, which is as stable across processes as the interpreter version. ``memo``, when
+    given, is asked before parsing, so a warm process parses no function it has seen.
     """
     func = inspect.unwrap(func)
     code = getattr(func, "__code__", None)
@@ -89,22 +96,26 @@ def code_hash(func: Callable) -> str:
     cached = _code_cache.get(id(code))
     if cached is not None and cached[0] is code:
         return cached[1]
-    result = _compute_code_hash(func, code)
+    result = _compute_code_hash(func, code, memo)
     _code_cache[id(code)] = (code, result)
     return result
 
 
-def _compute_code_hash(func: Callable, code: types.CodeType) -> str:
+def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | None) -> str:
     text = _raw_source(func, code)
     if text is None:
         return digest("bytecode", _bytecode_fingerprint(code))
     memo_key = digest("raw-source", text)
     cached = _text_cache.get(memo_key)
+    if cached is None and memo is not None:
+        cached = memo.get(memo_key)
     if cached is None:
         tree = _parse_source(func, text)
         cached = (digest("ast", _normalized_dump(tree)) if tree is not None
                   else digest("bytecode", _bytecode_fingerprint(code)))
-        _text_cache[memo_key] = cached
+        if memo is not None:
+            memo.put(memo_key, cached)
+    _text_cache[memo_key] = cached
     return cached
 
 
@@ -127,14 +138,15 @@ def _last_line(code: types.CodeType) -> int:
 
 
 def _parse_source(func: Callable, text: str) -> ast.AST | None:
-    for candidate in (text, _getsource(func)):
-        if candidate is None:
-            continue
-        try:
-            return ast.parse(textwrap.dedent(candidate))
-        except SyntaxError:
-            continue
-    return None
+    try:
+        return ast.parse(textwrap.dedent(text))
+    except SyntaxError:
+        pass
+    source = _getsource(func)  # slower, but finds the block by tokenizing
+    try:
+        return None if source is None else ast.parse(textwrap.dedent(source))
+    except SyntaxError:
+        return None
 
 
 def _getsource(func: Callable) -> str | None:

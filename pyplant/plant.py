@@ -183,7 +183,7 @@ class Plant:
         info = getattr(func, "pyplant", None)
         if info is not None and info.version is not None:
             return hashing.digest("version", str(info.version))
-        return hashing.code_hash(func)
+        return hashing.code_hash(func, self.warehouse.metadata)
 
     # --- events ---
 

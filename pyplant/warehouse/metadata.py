@@ -6,6 +6,7 @@ Layout of the environment ``<plantDir>/meta.lmdb`` (values are pickled dicts, pr
     traces       {reactor name + "\\0" + trace_id: Trace record}
     ingredients  {ingredient name: {"producer": reactor name}}
     history      {"%020.6f-pid-n" start time: {"reactor", "started", "duration", "reason"}}
+    codememo     {raw source digest: code hash}     so a warm process parses no unchanged code
 
 One write transaction commits everything a finished reactor leaves, so a reader (another
 process too) sees either all of it or nothing. Records are plain dicts, not pickled classes,
@@ -30,7 +31,7 @@ import lmdb
 logger = logging.getLogger(__name__)
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows with the data
-_DBS = (b"reactors", b"traces", b"ingredients", b"history")
+_DBS = (b"reactors", b"traces", b"ingredients", b"history", b"codememo")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class MetadataStore:
             shared.users += 1
         self._shared = shared
         self._closed = False
+        self._memo_pending: dict[str, str] = {}
 
     @property
     def env(self) -> lmdb.Environment:
@@ -171,6 +173,24 @@ class MetadataStore:
             for _, raw in txn.cursor():
                 yield pickle.loads(raw)
 
+    # --- the code memo (hashing.CodeMemo); new entries ride along with the next commit ---
+
+    def get(self, key: str) -> str | None:
+        pending = self._memo_pending.get(key)
+        if pending is not None:
+            return pending
+        with self.env.begin(db=self._db(b"codememo")) as txn:
+            raw = txn.get(key.encode())
+            return None if raw is None else raw.decode()
+
+    def put(self, key: str, value: str) -> None:
+        self._memo_pending[key] = value
+
+    def _flush_memo(self, txn: lmdb.Transaction) -> None:
+        for key, value in self._memo_pending.items():
+            txn.put(key.encode(), value.encode(), db=self._db(b"codememo"))
+        self._memo_pending.clear()
+
     # --- writes ---
 
     def commit_trace(self, trace: Trace, history: dict) -> None:
@@ -183,6 +203,7 @@ class MetadataStore:
                 txn.put(name.encode(), _dump({"producer": trace.reactor}), db=self._db(b"ingredients"))
             stamp = f"{history['started']:020.6f}-{os.getpid()}-{time.perf_counter_ns()}"
             txn.put(stamp.encode(), _dump(history), db=self._db(b"history"))
+            self._flush_memo(txn)
 
     def promote_trace(self, reactor: str, trace: Trace) -> None:
         """Make an older trace the most recent one (a config switched back: A -> B -> A)."""
@@ -213,6 +234,9 @@ class MetadataStore:
         if self._closed:
             return
         self._closed = True
+        if self._memo_pending:
+            with self._write() as txn:
+                self._flush_memo(txn)
         with _envs_lock:
             self._shared.users -= 1
             if self._shared.users == 0:
