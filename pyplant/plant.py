@@ -83,7 +83,7 @@ class Plant:
         self.warehouse = _open_warehouse(self.plantDir, durable, self.logger)
         self._listeners: dict[Plant.EventType, list[Callable]] = {}
         self._history: dict[str, ExecutionRecord] = {}
-        self._scheduler: Scheduler | None = None
+        self._values: dict[tuple, Any] = {}  # {version key: loaded value}, see scheduler.py
 
     @staticmethod
     def _clear_global_state() -> None:
@@ -105,7 +105,6 @@ class Plant:
     def set_config(self, config: dict[str, Any] | ConfigBase) -> None:
         """Set the config: a dict or a ``ConfigBase``; later changes re-run what read them."""
         self.config = config if isinstance(config, ConfigBase) else ConfigBase(dict(config))
-        self._new_session()
 
     def get_config_object(self) -> ConfigBase:
         return self.config
@@ -113,7 +112,6 @@ class Plant:
     def mark_params_as_auxiliary(self, params: Iterable[str]) -> None:
         """Parameters that never re-run anything when they change (log levels, temp dirs)."""
         self.config.mark_auxiliary(params)
-        self._new_session()
 
     # --- reactors ---
 
@@ -126,7 +124,6 @@ class Plant:
             if not _reactor.is_reactor(func):
                 raise ReactorDefinitionError(f"{func!r} is not a @ReactorFunc")
             self.reactors[func.__name__] = func
-        self._new_session()
 
     add_reactor = add_reactors
 
@@ -160,22 +157,14 @@ class Plant:
         if name not in self.reactors:
             raise UnknownReactorError(f"no reactor '{name}' was added to the plant "
                                       f"(known: {', '.join(sorted(self.reactors)) or 'none'})", reactor=name)
-        self._session().run(name)
+        Scheduler(self).run(name)
 
     def fetch_ingredient(self, name: str) -> Any:
         """The value of ingredient ``name`` from this session or its latest stored version.
 
         Raises ``IngredientNotFoundError`` when it was never produced.
         """
-        return self._session().latest_value(name)
-
-    def _session(self) -> Scheduler:
-        if self._scheduler is None:
-            self._scheduler = Scheduler(self)
-        return self._scheduler
-
-    def _new_session(self) -> None:
-        self._scheduler = None
+        return Scheduler(self).latest_value(name)
 
     def _code_hash(self, func: Callable) -> str:
         if self.functionHash is not None:

@@ -11,7 +11,10 @@ State of one session (one ``Plant`` between config changes)::
                                             pushes it. An explicit stack, so a chain of 10,000
                                             reactors needs no Python recursion.
     available  {ingredient: (Version, producer Node)}   settled or already-sent ingredients
-    values     {ingredient: value}          loaded once per session
+
+A scheduler lives for one ``run_reactor`` call, so a config edited in place between two calls
+is seen. Loaded values outlive it in the plant's cache ``{(name, content hash, location):
+value}``: versions never change, so a value is loaded once per plant object.
 
 A CHECKING node walks its traces, most recent first. A trace verifies when its code hashes and
 non-auxiliary config tokens equal the current ones and each input, once its producer is
@@ -129,7 +132,7 @@ class Scheduler:
         self.cursor = 0
         self.stack: list[Node] = []
         self.available: dict[str, tuple[Version, Node]] = {}
-        self.values: dict[str, Any] = {}
+        self.values = plant._values
         self.code_hashes: dict[str, str | None] = {}
         self.config_tokens: dict[str, str] = {}
         self.tried: dict[str, list[str]] = {}
@@ -138,11 +141,6 @@ class Scheduler:
 
     def run(self, name: str) -> None:
         node = self.nodes[name]
-        if node.status is Status.RAN:
-            self.plant.logger.info("reactor '%s' already ran in this session; not running it again", name)
-            return
-        if node.status is not Status.NEW:
-            self._drop_outputs(node)
         self._start_running(node, reason="target of run_reactor")
         self.stack.append(node)
         try:
@@ -341,7 +339,7 @@ class Scheduler:
         if isinstance(value, Need):
             run.awaiting = name
             return value
-        run.inputs[name] = self.available[name][0].content_hash
+        run.inputs[name] = entry[0].content_hash
         return value
 
     def _find_producer(self, node: Node, name: str) -> Need:
@@ -382,16 +380,17 @@ class Scheduler:
         return self.nodes.get(name) if name is not None else None
 
     def _value(self, name: str) -> Any:
-        if name in self.values:
-            return self.values[name]
         version, producer = self.available[name]
+        key = version_key(version)
+        if key in self.values:
+            return self.values[key]
         try:
             value = self.warehouse.load(version)
         except CorruptVersionError as exc:
             self.plant.logger.warning("%s; re-running reactor '%s' to recompute it", exc, producer.name)
             self._invalidate(producer)
             return Need(producer)
-        self.values[name] = value
+        self.values[key] = value
         return value
 
     def _invalidate(self, node: Node) -> None:
@@ -403,8 +402,8 @@ class Scheduler:
 
     def _drop_outputs(self, node: Node) -> None:
         for name in [n for n, (_, p) in self.available.items() if p is node]:
-            del self.available[name]
-            self.values.pop(name, None)
+            version, _ = self.available.pop(name)
+            self.values.pop(version_key(version), None)
 
     # --- sending and allocating ---
 
@@ -420,7 +419,7 @@ class Scheduler:
             raise
         run.outputs[name] = stored
         self.available[name] = (stored.version, run.node)
-        self.values[name] = stored.value
+        self.values[version_key(stored.version)] = stored.value
 
     def allocate(self, run: ReactorRun, name: str, key: str | None, temp: bool, **kwargs: Any) -> Any:
         if key is None:
@@ -485,4 +484,13 @@ class Scheduler:
         if not traces or name not in traces[0].outputs:
             raise IngredientNotFoundError(f"ingredient '{name}' is not in the warehouse",
                                           reactor=producer, ingredient=name)
-        return self.warehouse.load(traces[0].outputs[name])
+        version = traces[0].outputs[name]
+        key = version_key(version)
+        if key not in self.values:
+            self.values[key] = self.warehouse.load(version)
+        return self.values[key]
+
+
+def version_key(version: Version) -> tuple[str, str, str | None]:
+    """Identifies a stored version; versions are immutable, so their values can be cached."""
+    return (version.name, version.content_hash, version.location)
