@@ -171,8 +171,10 @@ def parse_overrides(config, assignments):
 def run_once(config, verbose=False):
     start = time.perf_counter()
     with Plant(config.plant_dir) as plant:
-        if not verbose:  # The plant logs every step at INFO level; keep the output short.
-            logging.getLogger('pyplant').setLevel(logging.WARNING)
+        log = logging.getLogger('pyplant')  # The plant logs each step at INFO level.
+        if verbose and not log.handlers:
+            logging.basicConfig(format='[%(name)s] %(message)s')
+        log.setLevel(logging.INFO if verbose else logging.WARNING)
         plant.set_config(config)
         plant.add_reactors(load, preprocess, train, evaluate, report)
         plant.run_reactor(report)  # Runs `report`, plus whatever is stale upstream.

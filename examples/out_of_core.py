@@ -138,8 +138,10 @@ def main():
 
     start = time.perf_counter()
     with Plant(config.plant_dir) as plant:
-        if not args.verbose:  # The plant logs every step at INFO level; keep the output short.
-            logging.getLogger('pyplant').setLevel(logging.WARNING)
+        log = logging.getLogger('pyplant')  # The plant logs each step at INFO level.
+        if args.verbose and not log.handlers:
+            logging.basicConfig(format='[%(name)s] %(message)s')
+        log.setLevel(logging.INFO if args.verbose else logging.WARNING)
         plant.set_config(config)
         plant.add_reactors(produce, reduce, summary)
         plant.run_reactor(summary)
