@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix
@@ -73,7 +72,7 @@ def load(pipe):
     # NumPy arrays are stored as .npy files, anything else is pickled.
     pipe.send('features', iris.data)
     pipe.send('labels', iris.target)
-    pipe.send('class_names', list(iris.target_names))
+    pipe.send('class_names', iris.target_names.tolist())
 
 
 @ReactorFunc
@@ -131,7 +130,7 @@ def report(pipe):
     print(f"Accuracy: {metrics['accuracy']:.3f} on {metrics['n_test']} test samples")
     print('Confusion matrix (rows: true class, columns: predicted):')
     width = max(len(n) for n in names)
-    print(' ' * (width + 2) + ' '.join(f'{n[:width]:>{width}}' for n in names))
+    print(' ' * (width + 2) + ' '.join(f'{n:>{width}}' for n in names))
     for name, row in zip(names, metrics['confusion']):
         print(f'  {name:<{width}}' + ' '.join(f'{v:>{width}d}' for v in row))
 
