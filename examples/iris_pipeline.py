@@ -26,12 +26,6 @@ import sys
 import tempfile
 import time
 
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, confusion_matrix
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
-
 try:
     from pyplant import ConfigBase, Plant, ReactorFunc
 except ImportError:  # Running from a source checkout without `pip install -e .`.
@@ -68,6 +62,10 @@ class IrisConfig(ConfigBase):
 @ReactorFunc
 def load(pipe):
     """Load the data set shipped with scikit-learn (no download)."""
+    # scikit-learn is imported inside the reactors that use it: importing it
+    # takes about a second, which a run where they are all cached never pays.
+    from sklearn.datasets import load_iris
+
     iris = load_iris()
     # NumPy arrays are stored as .npy files, anything else is pickled.
     pipe.send('features', iris.data)
@@ -78,6 +76,9 @@ def load(pipe):
 @ReactorFunc
 def preprocess(pipe, config):
     """Split into train/test and standardize the features."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     # `yield pipe.receive(...)` waits for an ingredient; if it is missing or
     # stale, the plant first runs the reactor that produces it.
     X = yield pipe.receive('features')
@@ -96,6 +97,8 @@ def preprocess(pipe, config):
 @ReactorFunc
 def train(pipe, config):
     """Fit the classifier."""
+    from sklearn.linear_model import LogisticRegression
+
     X_train = yield pipe.receive('X_train')
     y_train = yield pipe.receive('y_train')
 
@@ -107,6 +110,8 @@ def train(pipe, config):
 @ReactorFunc
 def evaluate(pipe):
     """Score the model on the held-out test set."""
+    from sklearn.metrics import accuracy_score, confusion_matrix
+
     model = yield pipe.receive('model')
     X_test = yield pipe.receive('X_test')
     y_test = yield pipe.receive('y_test')
