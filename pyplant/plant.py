@@ -13,6 +13,7 @@ import lmdb
 
 from . import hashing, reactor as _reactor
 from .config import ConfigBase
+from .dependencies import CodeMapper, CodeScope
 from .errors import PlantDirError, ReactorDefinitionError, UnknownReactorError
 from .scheduler import Node, Scheduler
 from .warehouse import Warehouse
@@ -55,6 +56,10 @@ class Plant:
     durable : bool
         fsync blobs and metadata commits so that they survive power loss. Off by default: every
         commit survives a killed process either way.
+    userPackages, libraryPackages : iterable of str
+        Top-level packages whose code is hashed by source (user code) or keyed by their version
+        (library), overriding the default: outside the standard library and site-packages is
+        user code. See ``dependencies.py``.
 
     Raises
     ------
@@ -72,12 +77,14 @@ class Plant:
 
     def __init__(self, plantDir: str | os.PathLike, logger: logging.Logger | None = None,
                  logLevel: int | None = None, functionHash: Callable[[Callable], str] | None = None,
-                 *, durable: bool = False):
+                 *, durable: bool = False, userPackages: Iterable[str] = (),
+                 libraryPackages: Iterable[str] = ()):
         self.plantDir = os.fspath(plantDir)
         self.logger = logger or logging.getLogger("pyplant")
         if logLevel is not None:
             self.logger.setLevel(logLevel)
         self.functionHash = functionHash
+        self.codeScope = CodeScope.of(userPackages, libraryPackages)
         self.reactors: dict[str, Callable] = {}
         self.config = ConfigBase()
         self.warehouse = _open_warehouse(self.plantDir, durable, self.logger)
@@ -166,7 +173,11 @@ class Plant:
         """
         return Scheduler(self).latest_value(name)
 
+    def _code_mapper(self) -> CodeMapper:
+        return CodeMapper(self._code_hash, self.codeScope)
+
     def _code_hash(self, func: Callable) -> str:
+        """The hash of one function's own code: ``functionHash``, a pinned version, or source."""
         if self.functionHash is not None:
             return self.functionHash(func)
         info = getattr(func, "pyplant", None)

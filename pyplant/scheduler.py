@@ -134,6 +134,8 @@ class Scheduler:
         self.available: dict[str, tuple[Version, Node]] = {}
         self.values = plant._values
         self.code_hashes: dict[str, str | None] = {}
+        self.code_maps: dict[str, dict[str, str]] = {}
+        self.mapper = plant._code_mapper()
         self.config_tokens: dict[str, str] = {}
         self.tried: dict[str, list[str]] = {}
 
@@ -231,14 +233,28 @@ class Scheduler:
         return None
 
     def _code_mismatch(self, node: Node, trace: Trace) -> str | None:
+        current = self._code_map(node)
         for label, recorded in trace.code.items():
-            if self._current_code(node, label) != recorded:
-                return f"code changed: {node.name if label == 'reactor' else label[4:]}"
+            now = self._subreactor_hash(label) if label.startswith("sub:") else current.get(label)
+            if now != recorded:
+                return code_change_reason(node.name, label, recorded, now)
+        for label in current.keys() - trace.code.keys():
+            return code_change_reason(node.name, label, None, current[label])
         return None
 
-    def _current_code(self, node: Node, label: str) -> str | None:
-        if label == "reactor":
-            return self.plant._code_hash(node.func)
+    def _code_map(self, node: Node) -> dict[str, str]:
+        """{label: hash} of the reactor's code and all user code it reaches (dependencies.py)."""
+        code = self.code_maps.get(node.name)
+        if code is None:
+            info = getattr(node.func, "pyplant", None)
+            if info is not None and info.version is not None and self.plant.functionHash is None:
+                code = {"reactor": self.plant._code_hash(node.func)}  # pinned: helpers too
+            else:
+                code = self.mapper.code_map(node.func)
+            self.code_maps[node.name] = code
+        return code
+
+    def _subreactor_hash(self, label: str) -> str | None:
         if label not in self.code_hashes:
             func = subreactor_function(label[4:])
             self.code_hashes[label] = None if func is None else self.plant._code_hash(func)
@@ -451,7 +467,7 @@ class Scheduler:
         run = node.run
         for name, (key, storage, value) in list(run.allocations.items()):
             self.send(run, name, value, key)  # allocated but not sent: send it now
-        code = {"reactor": self.plant._code_hash(node.func)}
+        code = dict(self._code_map(node))
         code.update({f"sub:{n}": self.plant._code_hash(f) for n, f in run.subreactors.items()})
         trace_id = hashing.combine("trace", [("reactor", node.name)]
                                    + [("code",) + kv for kv in code.items()]
@@ -489,6 +505,21 @@ class Scheduler:
         if key not in self.values:
             self.values[key] = self.warehouse.load(version)
         return self.values[key]
+
+
+def code_change_reason(reactor: str, label: str, before: str | None, now: str | None) -> str:
+    """'code changed: ...' naming the function, constant or library that changed."""
+    kind, _, what = label.partition(":")
+    if label == "reactor":
+        return f"code changed: reactor '{reactor}'"
+    if before is None:
+        return f"code changed: '{reactor}' now depends on {what}"
+    if now is None:
+        return f"code changed: {what} is gone"
+    if kind == "lib":
+        return f"library {what} changed version {before} -> {now}"
+    noun = {"fn": "function", "cls": "class", "const": "constant", "sub": "subreactor"}.get(kind, kind)
+    return f"code changed: {noun} {what}"
 
 
 def version_key(version: Version) -> tuple[str, str, str | None]:
