@@ -91,6 +91,8 @@ class Plant:
         self._listeners: dict[Plant.EventType, list[Callable]] = {}
         self._history: dict[str, ExecutionRecord] = {}
         self._values: dict[tuple, Any] = {}  # {version key: loaded value}, see scheduler.py
+        self._forced: set[str] = set()       # reactors to run on the next run_reactor
+        self._decisions: dict[str, str] = {}  # {reactor: why it ran, or 'up to date'}
 
     @staticmethod
     def _clear_global_state() -> None:
@@ -164,7 +166,50 @@ class Plant:
         if name not in self.reactors:
             raise UnknownReactorError(f"no reactor '{name}' was added to the plant "
                                       f"(known: {', '.join(sorted(self.reactors)) or 'none'})", reactor=name)
+        self._decisions = {}
         Scheduler(self).run(name)
+
+    def force(self, *reactors: Callable | str) -> None:
+        """Run these reactors on the next ``run_reactor``, and every reactor that depends on
+        them, even when their traces verify (and even when their outputs come out equal).
+
+        Raises ``UnknownReactorError`` for a reactor that was not added.
+        """
+        for r in reactors:
+            name = _reactor.reactor_name(r)
+            if self.reactors and name not in self.reactors:
+                raise UnknownReactorError(f"cannot force unknown reactor '{name}'", reactor=name)
+            self._forced.add(name)
+
+    def invalidate_ingredient(self, name: str) -> int:
+        """Forget every trace that sent ``name``, so its producer runs again next time.
+
+        Returns the number of traces forgotten (0 when the ingredient is unknown). The
+        producer's consumers re-run only if the recomputed value differs (early cutoff).
+        """
+        producer = self.warehouse.metadata.producer(name)
+        if producer is None:
+            return 0
+        dropped = 0
+        for trace in self.warehouse.metadata.traces(producer, limit=1 << 30):
+            if name in trace.outputs:
+                self.warehouse.metadata.forget_trace(producer, trace.trace_id)
+                dropped += 1
+        self.logger.info("invalidated ingredient '%s': forgot %d trace(s) of reactor '%s'",
+                         name, dropped, producer)
+        return dropped
+
+    def explain(self, reactor: Callable | str | None = None) -> dict[str, str] | str:
+        """Why each reactor of the last ``run_reactor`` ran: {reactor: reason}.
+
+        Reasons read "target of run_reactor", "no trace yet", "code changed: function
+        helpers.scale", "config parameter 'lr' changed from 0.1 to 0.2", "input 'data'
+        changed", "forced", or "up to date" for a reactor verified without running. With a
+        reactor, returns its reason alone (KeyError when it was not involved).
+        """
+        if reactor is None:
+            return dict(self._decisions)
+        return self._decisions[_reactor.reactor_name(reactor)]
 
     def fetch_ingredient(self, name: str) -> Any:
         """The value of ingredient ``name`` from this session or its latest stored version.
@@ -207,6 +252,7 @@ class Plant:
         record = ExecutionRecord(node.name, started, duration, time.time(), ran,
                                  node.reason if ran else "up to date")
         self._history[node.name] = record
+        self._decisions[node.name] = record.reason
         return {"reactor": node.name, "started": started, "duration": duration, "ran": ran,
                 "reason": record.reason}
 

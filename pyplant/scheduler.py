@@ -66,6 +66,7 @@ class Node:
     input_index: int = 0
     trace: Trace | None = None       # the settled trace (CACHED or RAN)
     reason: str | None = None        # why it ran
+    forced: bool = False             # ran because forced, itself or upstream
     run: "ReactorRun | None" = None
 
 
@@ -138,6 +139,7 @@ class Scheduler:
         self.mapper = plant._code_mapper()
         self.config_tokens: dict[str, str] = {}
         self.tried: dict[str, list[str]] = {}
+        self.forced = plant._forced
 
     # --- the driving loop ---
 
@@ -192,6 +194,8 @@ class Scheduler:
     # --- verifying ---
 
     def _advance_check(self, node: Node) -> Need | None:
+        if node.name in self.forced:
+            return self._run_forced(node, "forced")
         while node.trace_index < len(node.traces):
             trace = node.traces[node.trace_index]
             if node.input_index == 0:
@@ -205,6 +209,9 @@ class Scheduler:
                 state = self._input_state(ingredient)
                 if isinstance(state, Node):
                     return Need(state)
+                upstream = self.available.get(ingredient, (None, None))[1]
+                if upstream is not None and upstream.forced:
+                    return self._run_forced(node, f"forced: upstream reactor '{upstream.name}' was forced")
                 if state != content_hash:
                     break
                 node.input_index += 1
@@ -214,6 +221,11 @@ class Scheduler:
             self._next_trace(node, f"input '{ingredient}' changed" if state else
                              f"input '{ingredient}' is no longer produced")
         self._start_running(node, node.reason or "no trace yet")
+        return self._advance_run(node)
+
+    def _run_forced(self, node: Node, reason: str) -> Need | None:
+        node.forced = True
+        self._start_running(node, reason)
         return self._advance_run(node)
 
     def _next_trace(self, node: Node, reason: str) -> None:
@@ -480,6 +492,7 @@ class Scheduler:
         self.meta.commit_trace(trace, history)
         self._free(run, run.temps)
         node.status, node.trace, node.run = Status.RAN, trace, None
+        self.forced.discard(node.name)
         self.plant.logger.info("reactor '%s' finished in %.3f s", node.name, run.elapsed)
         self.plant._trigger_event("reactor_finished", node.name)
 
