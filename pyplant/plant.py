@@ -16,7 +16,8 @@ from .config import ConfigBase
 from .dependencies import CodeMapper, CodeScope
 from .errors import PlantDirError, ReactorDefinitionError, UnknownReactorError
 from .scheduler import Node, Scheduler
-from .warehouse import Warehouse
+from .warehouse import Warehouse, gc
+from .warehouse.gc import GCResult
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Plant:
         self._values: dict[tuple, Any] = {}  # {version key: loaded value}, see scheduler.py
         self._forced: set[str] = set()       # reactors to run on the next run_reactor
         self._decisions: dict[str, str] = {}  # {reactor: why it ran, or 'up to date'}
+        self._lease = self.warehouse.metadata.take_lease()  # GC never deletes what we hold
 
     @staticmethod
     def _clear_global_state() -> None:
@@ -107,6 +109,9 @@ class Plant:
 
     def shutdown(self) -> None:
         """Close the warehouse. Everything finished is already on disk; idempotent."""
+        if self._lease is not None and not self.warehouse.closed:
+            self.warehouse.metadata.release_lease(self._lease)
+        self._lease = None
         self.warehouse.close()
 
     # --- configuration ---
@@ -167,7 +172,10 @@ class Plant:
             raise UnknownReactorError(f"no reactor '{name}' was added to the plant "
                                       f"(known: {', '.join(sorted(self.reactors)) or 'none'})", reactor=name)
         self._decisions = {}
-        Scheduler(self).run(name)
+        try:
+            Scheduler(self).run(name)
+        finally:
+            self.warehouse.metadata.update_lease(self._lease, self._held())
 
     def force(self, *reactors: Callable | str) -> None:
         """Run these reactors on the next ``run_reactor``, and every reactor that depends on
@@ -198,6 +206,21 @@ class Plant:
         self.logger.info("invalidated ingredient '%s': forgot %d trace(s) of reactor '%s'",
                          name, dropped, producer)
         return dropped
+
+    def gc(self, keep_last: int | None = None, max_bytes: int | None = None) -> GCResult:
+        """Delete old versions; returns what was freed (``.traces``, ``.files``, ``.bytes``).
+
+        Keeps the versions the latest trace of each reactor references, and whatever a live
+        plant (this one or another process's) holds, plus: with ``keep_last=K`` the K most
+        recent traces per reactor; with ``max_bytes=B`` older versions, most recently used
+        first, within B bytes. With neither, only unreferenced files are swept.
+        """
+        result = gc.collect(self.warehouse, keep_last, max_bytes, self._held())
+        self.logger.info("gc: %s", result)
+        return result
+
+    def _held(self) -> list[str]:
+        return [location for _, _, location in self._values if location]
 
     def explain(self, reactor: Callable | str | None = None) -> dict[str, str] | str:
         """Why each reactor of the last ``run_reactor`` ran: {reactor: reason}.

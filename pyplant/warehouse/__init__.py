@@ -256,6 +256,10 @@ class Warehouse:
                                       f"ingredient '{version.name}'", ingredient=version.name)
         return value
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Close spec handles and the metadata environment; idempotent."""
         if self._closed:

@@ -2,11 +2,13 @@
 
 Layout of the environment ``<plantDir>/meta.lmdb`` (values are pickled dicts, protocol 5)::
 
-    reactors     {reactor name: {"traces": [trace_id, ...]}}      most recent first
+    reactors     {reactor name: {"traces": [trace_id, ...], "used": {trace_id: unix time}}}
+                 traces most recent first; "used" is when a trace last ran or matched again
     traces       {reactor name + "\\0" + trace_id: Trace record}
     ingredients  {ingredient name: {"producer": reactor name}}
     history      {"%020.6f-pid-n" start time: {"reactor", "started", "duration", "reason"}}
     codememo     {raw source digest: code hash}     so a warm process parses no unchanged code
+    leases       {lease id: {"pid", "started", "held": [location, ...]}}   live plants, for GC
 
 One write transaction commits everything a finished reactor leaves, so a reader (another
 process too) sees either all of it or nothing. Records are plain dicts, not pickled classes,
@@ -31,7 +33,7 @@ import lmdb
 logger = logging.getLogger(__name__)
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows with the data
-_DBS = (b"reactors", b"traces", b"ingredients", b"history", b"codememo")
+_DBS = (b"reactors", b"traces", b"ingredients", b"history", b"codememo", b"leases")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,16 @@ class _Shared:
 
 _envs: dict[str, _Shared] = {}
 _envs_lock = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _dump(obj: Any) -> bytes:
@@ -217,15 +229,69 @@ class MetadataStore:
         with self._write() as txn:
             rec = txn.get(reactor.encode(), db=self._db(b"reactors"))
             if rec is not None:
-                ids = [t for t in pickle.loads(rec)["traces"] if t != trace_id]
-                txn.put(reactor.encode(), _dump({"traces": ids}), db=self._db(b"reactors"))
+                rec = pickle.loads(rec)
+                rec["traces"] = [t for t in rec["traces"] if t != trace_id]
+                rec.get("used", {}).pop(trace_id, None)
+                txn.put(reactor.encode(), _dump(rec), db=self._db(b"reactors"))
             txn.delete(f"{reactor}\0{trace_id}".encode(), db=self._db(b"traces"))
 
     def _promote(self, txn: lmdb.Transaction, reactor: str, trace_id: str) -> None:
         raw = txn.get(reactor.encode(), db=self._db(b"reactors"))
-        ids = pickle.loads(raw)["traces"] if raw is not None else []
-        ids = [trace_id] + [t for t in ids if t != trace_id]
-        txn.put(reactor.encode(), _dump({"traces": ids}), db=self._db(b"reactors"))
+        rec = pickle.loads(raw) if raw is not None else {"traces": []}
+        used = rec.get("used", {})
+        used[trace_id] = time.time()
+        ids = [trace_id] + [t for t in rec["traces"] if t != trace_id]
+        txn.put(reactor.encode(), _dump({"traces": ids, "used": used}), db=self._db(b"reactors"))
+
+    def reactor_records(self) -> dict[str, dict]:
+        """{reactor: {"traces": [...], "used": {...}}} of every reactor ever run."""
+        with self.env.begin(db=self._db(b"reactors")) as txn:
+            return {k.decode(): pickle.loads(v) for k, v in txn.cursor()}
+
+    def trace(self, reactor: str, trace_id: str) -> Trace | None:
+        rec = self._get(b"traces", f"{reactor}\0{trace_id}")
+        return None if rec is None else Trace.from_record(rec)
+
+    def drop_traces(self, reactor: str, trace_ids: set[str]) -> None:
+        """Delete traces of one reactor in one transaction (GC)."""
+        with self._write() as txn:
+            raw = txn.get(reactor.encode(), db=self._db(b"reactors"))
+            if raw is None:
+                return
+            rec = pickle.loads(raw)
+            rec["traces"] = [t for t in rec["traces"] if t not in trace_ids]
+            rec["used"] = {t: u for t, u in rec.get("used", {}).items() if t not in trace_ids}
+            txn.put(reactor.encode(), _dump(rec), db=self._db(b"reactors"))
+            for tid in trace_ids:
+                txn.delete(f"{reactor}\0{tid}".encode(), db=self._db(b"traces"))
+
+    # --- leases: which plants are alive and what they hold (GC never deletes it) ---
+
+    def take_lease(self) -> str:
+        lease = f"{os.getpid()}-{time.time_ns()}"
+        self.update_lease(lease, [])
+        return lease
+
+    def update_lease(self, lease: str, held: list[str]) -> None:
+        pid, started_ns = lease.split("-")
+        with self._write() as txn:
+            txn.put(lease.encode(), _dump({"pid": int(pid), "started": int(started_ns) / 1e9,
+                                           "held": held}), db=self._db(b"leases"))
+
+    def release_lease(self, lease: str) -> None:
+        with self._write() as txn:
+            txn.delete(lease.encode(), db=self._db(b"leases"))
+
+    def live_leases(self) -> list[dict]:
+        """Leases of processes that are still alive; leases of dead processes are dropped."""
+        with self.env.begin(db=self._db(b"leases")) as txn:
+            leases = {k.decode(): pickle.loads(v) for k, v in txn.cursor()}
+        dead = [k for k, v in leases.items() if not _pid_alive(v["pid"])]
+        if dead:
+            with self._write() as txn:
+                for key in dead:
+                    txn.delete(key.encode(), db=self._db(b"leases"))
+        return [v for k, v in leases.items() if k not in dead]
 
     def _write(self) -> lmdb.Transaction:
         return self.env.begin(write=True)
