@@ -43,6 +43,33 @@ class Hasher:
             self.overrides[name] = self.overrides.get(name, "modified") + "+"
 
 
+class Box:
+    """A mutable record for reactors to write into from a closure.
+
+    Not a dict on purpose: pyplant hashes closed-over plain data (dicts, lists) as part of a
+    reactor's code, so a test recording into a dict would change that reactor's code map.
+    An instance of a class is not code, so writing into a Box never re-runs anything.
+    """
+
+    def __init__(self):
+        self.data = {}
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __setitem__(self, key, value):
+        self.data[key] = value
+
+    def __contains__(self, key):
+        return key in self.data
+
+    def clear(self):
+        self.data.clear()
+
+    def update(self, *args, **kwargs):
+        self.data.update(*args, **kwargs)
+
+
 class Events:
     """Records every event a plant fires, in order, as (event name, reactor name)."""
 
