@@ -5,6 +5,7 @@ import datetime
 import enum
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -314,8 +315,11 @@ def _open_warehouse(plant_dir: str, durable: bool, logger: logging.Logger) -> Wa
         os.makedirs(plant_dir, exist_ok=True)
     except OSError as exc:
         raise PlantDirError(f"cannot create plant directory {plant_dir!r}: {exc}") from exc
-    if not os.access(plant_dir, os.W_OK | os.X_OK):
-        raise PlantDirError(f"plant directory {plant_dir!r} is not writable")
+    try:  # os.access says yes to root even on a read-only mount: try a real write
+        with tempfile.TemporaryFile(dir=plant_dir):
+            pass
+    except OSError as exc:
+        raise PlantDirError(f"plant directory {plant_dir!r} is not writable: {exc}") from exc
     try:
         return Warehouse(plant_dir, durable, logger)
     except (OSError, lmdb.Error) as exc:

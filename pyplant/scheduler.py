@@ -29,15 +29,21 @@ never loops). The target of ``run_reactor`` always runs.
 """
 from __future__ import annotations
 
+import ast
 import enum
+import functools
+import inspect
 import logging
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
+import lmdb
+
 from . import hashing
-from .errors import (AllocationError, CorruptVersionError, DependencyCycleError, DuplicateProducerError,
-                     IngredientNotFoundError, ReactorProtocolError)
+from .errors import (AllocationError, CorruptVersionError, PyPlantError, DependencyCycleError, DuplicateProducerError,
+                     IngredientNotFoundError, ReactorProtocolError, WarehouseError)
 from .pipework import Pipework, ReceiveRequest
 from .reactor import _active, start_generator, subreactor_function
 from .warehouse import Stored, Trace, Version
@@ -67,6 +73,7 @@ class Node:
     trace: Trace | None = None       # the settled trace (CACHED or RAN)
     reason: str | None = None        # why it ran
     forced: bool = False             # ran because forced, itself or upstream
+    wanted_by: str | None = None     # "ingredient 'x' of reactor 'r'" when started by discovery
     run: "ReactorRun | None" = None
 
 
@@ -387,9 +394,13 @@ class Scheduler:
             self.cursor += 1
             if candidate.status is Status.NEW:
                 tried.append(candidate.name)
+                candidate.wanted_by = f"a producer of '{name}' for reactor '{node.name}'"
                 self.plant.logger.debug("looking for a producer of '%s': trying reactor '%s'", name, candidate.name)
                 return Need(candidate)
         waiting = recorded if recorded is not None and recorded.status is Status.RUNNING else None
+        if waiting is None:  # first run, no record: does a waiting reactor's source send it?
+            waiting = next((n for n in self.stack if n is not node and n.status is Status.RUNNING
+                            and name in static_sends(n.func)), None)
         if waiting is not None and waiting is not node:
             cycle = [n.name for n in self.stack[self.stack.index(waiting):]] + [waiting.name]
             raise DependencyCycleError(
@@ -397,8 +408,9 @@ class Scheduler:
                 f"ingredient '{name}', which '{waiting.name}' sends only after it gets its inputs)",
                 cycle=cycle, ingredient=name)
         settled = [n.name for n in self.order if n.status in (Status.RAN, Status.CACHED)]
+        why = f" (started as a possible {node.wanted_by})" if node.wanted_by else ""
         raise IngredientNotFoundError(
-            f"reactor '{node.name}' receives ingredient '{name}', but no reactor sends it "
+            f"reactor '{node.name}'{why} receives ingredient '{name}', but no reactor sends it "
             f"(tried: {', '.join(tried) or 'none'}; ran or verified this session: "
             f"{', '.join(settled) or 'none'}). Was its producer added to the plant?",
             reactor=node.name, ingredient=name, tried=tried)
@@ -441,7 +453,10 @@ class Scheduler:
         self.warehouse.check_type(key)
         allocated = run.allocations.pop(name, None)
         try:
-            stored = self.warehouse.store(name, value, key, allocated[1] if allocated else None)
+            stored = self.warehouse.store(name, value, key, allocated[1] if allocated else None,
+                                          reactor=run.name)
+        except PyPlantError:
+            raise
         except Exception as exc:
             exc.add_note(f"(while reactor '{run.name}' sent ingredient '{name}')")
             raise
@@ -457,6 +472,9 @@ class Scheduler:
             self._check_single_producer(run, name)
         try:
             value, storage = self.warehouse.allocate(name, key, temp=temp, **kwargs)
+        except AllocationError as exc:
+            raise AllocationError(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
+                                  reactor=run.name, ingredient=name) from exc
         except Exception as exc:
             exc.add_note(f"(while reactor '{run.name}' allocated ingredient '{name}')")
             raise
@@ -489,7 +507,11 @@ class Scheduler:
         trace = Trace(node.name, trace_id, code, dict(run.config_reads), dict(run.inputs), outputs,
                       finished=time.time(), duration=run.elapsed)
         history = self.plant._record_history(node, ran=True, started=run.started, duration=run.elapsed)
-        self.meta.commit_trace(trace, history)
+        try:
+            self.meta.commit_trace(trace, history)
+        except lmdb.Error as exc:  # a full disk, a read-only mount: what finished before stays
+            raise WarehouseError(f"cannot record the trace of reactor '{node.name}': {exc}",
+                                 reactor=node.name) from exc
         self._free(run, run.temps)
         node.status, node.trace, node.run = Status.RAN, trace, None
         self.forced.discard(node.name)
@@ -518,6 +540,24 @@ class Scheduler:
         if key not in self.values:
             self.values[key] = self.warehouse.load(version)
         return self.values[key]
+
+
+@functools.lru_cache(maxsize=4096)
+def static_sends(func: Callable) -> frozenset[str]:
+    """Names a function sends or allocates as string literals (``pipe.send('x', ...)``).
+
+    Only used to tell a dependency cycle from a missing ingredient on a first run, when no
+    trace says who produces what.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return frozenset()
+    return frozenset(
+        node.args[0].value for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("send", "allocate") and node.args
+        and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str))
 
 
 def code_change_reason(reactor: str, label: str, before: str | None, now: str | None) -> str:

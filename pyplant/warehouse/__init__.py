@@ -31,11 +31,15 @@ from ..errors import AllocationError, CorruptVersionError, SerializationError, W
 from ..ingredient import BUILTIN_TYPES, SIMPLE_TYPES, type_key
 from .metadata import MetadataStore, Trace, Version
 from .specs import HdfArraySpec, IngredientTypeSpec, ScipySparseSpec
-from .store import BlobStore
+from .store import BlobStore, inside
 
 logger = logging.getLogger(__name__)
 
 INLINE_MAX_BYTES = 1 << 16
+# Versions up to this size are verified against their content hash on their first load by a
+# plant; larger arrays and files get a size check (hashing them would cost a pass over disk).
+VERIFY_MAX_BYTES = 64 << 20
+_STORAGE_NAME = re.compile(r"^(temp-)?[A-Za-z0-9._-]*@[0-9a-f]{16}$")
 
 __all__ = ["Warehouse", "Version", "Trace", "Stored"]
 
@@ -108,7 +112,8 @@ class Warehouse:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", ingredient)[:80]
         return f"{safe}@{uuid.uuid4().hex[:16]}"
 
-    def store(self, name: str, value: Any, key: str, allocated: str | None = None) -> Stored:
+    def store(self, name: str, value: Any, key: str, allocated: str | None = None,
+              reactor: str | None = None) -> Stored:
         """Write ``value`` as a pending version of ``name`` with type ``key``.
 
         ``allocated`` is the storage name from ``allocate`` (files and allocatable specs).
@@ -128,8 +133,12 @@ class Warehouse:
             if key in BUILTIN_TYPES:
                 return self._store_pickled(name, value, key)
             return self._store_spec(name, value, key, allocated)
+        except SerializationError as exc:
+            raise SerializationError(f"reactor '{reactor}' sent {exc}", reactor=reactor,
+                                     ingredient=name) from exc.__cause__
         except OSError as exc:
-            raise WarehouseError(f"cannot store ingredient '{name}': {exc}", ingredient=name) from exc
+            raise WarehouseError(f"reactor '{reactor}' cannot store ingredient '{name}': {exc}",
+                                 reactor=reactor, ingredient=name) from exc
 
     def _store_array(self, name: str, value: np.ndarray) -> Stored:
         content_hash, location = self.blobs.put_array(value)
@@ -211,7 +220,7 @@ class Warehouse:
         return os.path.join("files", storage, basename or "file")
 
     def _abspath(self, location: str) -> str:
-        return os.path.join(self.plantDir, location)
+        return inside(self.plantDir, location)
 
     # --- reading ---
 
@@ -225,6 +234,7 @@ class Warehouse:
         """
         try:
             value = self._load(version)
+            self._verify(version, value)
         except CorruptVersionError:
             raise
         except Exception as exc:
@@ -244,7 +254,13 @@ class Warehouse:
             return path
         if version.type in BUILTIN_TYPES:
             data = version.inline if version.inline is not None else self.blobs.get_bytes(version.location)
+            if hashing.bytes_hash(data, "pickle") != version.content_hash:  # never unpickle damage
+                raise CorruptVersionError(f"ingredient '{version.name}': stored bytes do not match "
+                                          f"their content hash", ingredient=version.name)
             return _deserialize(data, (version.meta or {}).get("codec", "pickle"))
+        if not _STORAGE_NAME.match(version.location or ""):
+            raise CorruptVersionError(f"ingredient '{version.name}': bad storage name "
+                                      f"{version.location!r}", ingredient=version.name)
         spec = self.ingredientSpecs.get(version.type)
         if spec is None:
             raise CorruptVersionError(f"ingredient '{version.name}' was stored with spec '{version.type}', "
@@ -259,6 +275,26 @@ class Warehouse:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _verify(self, version: Version, value: Any) -> None:
+        """Check a loaded value against its content hash, or its size when it is huge."""
+        if version.type == "array":
+            ok = (hashing.array_hash(value) == version.content_hash if version.nbytes <= VERIFY_MAX_BYTES
+                  else value.nbytes == version.nbytes)
+        elif version.type == "file":
+            ok = os.path.getsize(value) == version.nbytes and (
+                version.nbytes > VERIFY_MAX_BYTES or hashing.digest(
+                    "file", os.path.basename(value), hashing.file_hash(value)) == version.content_hash)
+        elif version.type == "hdf_array":
+            meta = version.meta or {}
+            ok = list(value.shape) == meta.get("shape", list(value.shape)) and \
+                value.dtype.str == meta.get("dtype", value.dtype.str)
+        else:
+            hasher = getattr(self.ingredientSpecs.get(version.type), "content_hash", None)
+            ok = not callable(hasher) or hasher(value) == version.content_hash
+        if not ok:
+            raise CorruptVersionError(f"ingredient '{version.name}' is damaged on disk: it does not "
+                                      f"match its content hash ({version.location})", ingredient=version.name)
 
     def close(self) -> None:
         """Close spec handles and the metadata environment; idempotent."""

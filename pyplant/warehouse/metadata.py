@@ -20,6 +20,8 @@ process (a notebook cell re-run without ``shutdown()``) share one environment.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import pickle
@@ -92,12 +94,38 @@ class Trace:
 @dataclass
 class _Shared:
     env: lmdb.Environment
+    lock_fd: int
     users: int = 0
     dbs: dict[bytes, Any] = field(default_factory=dict)
+    thread_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _envs: dict[str, _Shared] = {}
 _envs_lock = threading.Lock()
+
+
+def _open_env(path: str, durable: bool) -> lmdb.Environment:
+    """Open the environment; garbage in its place is moved aside (every reactor will re-run,
+    the blobs stay and are reused by content hash) with a warning."""
+    def open_() -> lmdb.Environment:
+        return lmdb.open(path, map_size=_MAP_SIZE, max_dbs=len(_DBS), subdir=True,
+                         sync=durable, metasync=durable, max_readers=512, lock=True)
+    try:
+        return open_()
+    except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError, lmdb.BadValsizeError) as exc:
+        aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        logger.warning("the plant metadata in %s is damaged (%s); moved it to %s and starting "
+                       "afresh: every reactor will run once", path, exc, aside)
+        os.rename(path, aside)
+        return open_()
+
+
+def _decode_trace(raw: bytes, reactor: str) -> Trace | None:
+    try:
+        return Trace.from_record(pickle.loads(raw))
+    except Exception as exc:  # a damaged record: the reactor runs again, nothing crashes
+        logger.warning("skipping an unreadable trace of reactor '%s': %s", reactor, exc)
+        return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -136,9 +164,9 @@ class MetadataStore:
         with _envs_lock:
             shared = _envs.get(self.path)
             if shared is None:
-                env = lmdb.open(self.path, map_size=_MAP_SIZE, max_dbs=len(_DBS), subdir=True,
-                                sync=durable, metasync=durable, max_readers=512, lock=True)
-                shared = _Shared(env, dbs={name: env.open_db(name) for name in _DBS})
+                env = _open_env(self.path, durable)
+                lock_fd = os.open(os.path.join(self.path, "write.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+                shared = _Shared(env, lock_fd, dbs={name: env.open_db(name) for name in _DBS})
                 _envs[self.path] = shared
             shared.users += 1
         self._shared = shared
@@ -172,8 +200,9 @@ class MetadataStore:
             result = []
             for tid in pickle.loads(raw)["traces"][:limit]:
                 rec = txn.get(f"{reactor}\0{tid}".encode(), db=self._db(b"traces"))
-                if rec is not None:
-                    result.append(Trace.from_record(pickle.loads(rec)))
+                trace = _decode_trace(rec, reactor) if rec is not None else None
+                if trace is not None:
+                    result.append(trace)
             return result
 
     def producer(self, ingredient: str) -> str | None:
@@ -249,8 +278,9 @@ class MetadataStore:
             return {k.decode(): pickle.loads(v) for k, v in txn.cursor()}
 
     def trace(self, reactor: str, trace_id: str) -> Trace | None:
-        rec = self._get(b"traces", f"{reactor}\0{trace_id}")
-        return None if rec is None else Trace.from_record(rec)
+        with self.env.begin(db=self._db(b"traces")) as txn:
+            raw = txn.get(f"{reactor}\0{trace_id}".encode())
+        return None if raw is None else _decode_trace(raw, reactor)
 
     def drop_traces(self, reactor: str, trace_ids: set[str]) -> None:
         """Delete traces of one reactor in one transaction (GC)."""
@@ -293,8 +323,28 @@ class MetadataStore:
                     txn.delete(key.encode(), db=self._db(b"leases"))
         return [v for k, v in leases.items() if k not in dead]
 
-    def _write(self) -> lmdb.Transaction:
-        return self.env.begin(write=True)
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction, serialized across threads and processes.
+
+        LMDB would block a second writer silently; taking our own lock first lets a writer that
+        must wait say so. Write transactions last milliseconds: a long reactor holds none.
+        """
+        with self._shared.thread_lock:
+            fd = self._shared.lock_fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info("waiting for another process writing to %s", self.path)
+                began = time.monotonic()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                logger.info("proceeding after waiting %.2f s for the write lock of %s",
+                            time.monotonic() - began, self.path)
+            try:
+                with self.env.begin(write=True) as txn:
+                    yield txn
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         if self._closed:
@@ -308,3 +358,4 @@ class MetadataStore:
             if self._shared.users == 0:
                 _envs.pop(self.path, None)
                 self._shared.env.close()
+                os.close(self._shared.lock_fd)

@@ -39,6 +39,18 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None], durable: bool) -
         fsync_dir(os.path.dirname(path))
 
 
+def inside(root: str, location: str) -> str:
+    """The absolute path of ``location`` under ``root``; refuses anything that leaves it.
+
+    The warehouse never reads (let alone unpickles) a file outside its plant directory, even
+    when its metadata was tampered with.
+    """
+    path = os.path.normpath(os.path.join(root, location))
+    if os.path.isabs(location) or not path.startswith(os.path.normpath(root) + os.sep):
+        raise ValueError(f"location {location!r} is outside the plant directory {root!r}")
+    return path
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -67,7 +79,7 @@ class BlobStore:
         return os.path.join("blobs", content_hash[:2], content_hash[2:] + suffix)
 
     def abspath(self, location: str) -> str:
-        return os.path.join(self.plant_dir, location)
+        return inside(self.plant_dir, location)
 
     def put_bytes(self, content_hash: str, data: bytes, suffix: str = ".pkl") -> str:
         """Store ``data`` under its hash; returns the location (relative path)."""
