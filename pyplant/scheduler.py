@@ -394,7 +394,7 @@ class Scheduler:
             self.cursor += 1
             if candidate.status is Status.NEW:
                 tried.append(candidate.name)
-                candidate.wanted_by = f"a producer of '{name}' for reactor '{node.name}'"
+                candidate.wanted_by = f"producer of '{name}' for reactor '{node.name}'"
                 self.plant.logger.debug("looking for a producer of '%s': trying reactor '%s'", name, candidate.name)
                 return Need(candidate)
         waiting = recorded if recorded is not None and recorded.status is Status.RUNNING else None
