@@ -1,0 +1,175 @@
+"""Code hashes: what counts as a code change and what does not."""
+from __future__ import annotations
+
+import importlib.util
+import textwrap
+
+import pytest
+
+from pyplant import Plant
+from pyplant.hashing import code_hash
+
+BASE = '''
+from pyplant import ReactorFunc
+
+@ReactorFunc
+def step(pipe):
+    x = yield pipe.receive("x")
+    pipe.send("y", x + 1)
+'''
+
+SAME_CODE_VARIANTS = {
+    "comment": '''
+from pyplant import ReactorFunc
+
+@ReactorFunc
+def step(pipe):
+    # a new comment
+    x = yield pipe.receive("x")  # trailing comment
+    pipe.send("y", x + 1)
+''',
+    "blank-lines": '''
+from pyplant import ReactorFunc
+
+
+@ReactorFunc
+def step(pipe):
+
+    x = yield pipe.receive("x")
+
+    pipe.send("y", x + 1)
+''',
+    "docstring": '''
+from pyplant import ReactorFunc
+
+@ReactorFunc
+def step(pipe):
+    """Now with a docstring."""
+    x = yield pipe.receive("x")
+    pipe.send("y", x + 1)
+''',
+    "moved-down": '''
+from pyplant import ReactorFunc
+
+# the function moved down in its file
+VALUE = 3
+
+
+@ReactorFunc
+def step(pipe):
+    x = yield pipe.receive("x")
+    pipe.send("y", x + 1)
+''',
+}
+
+CHANGED_VARIANTS = {
+    "constant": BASE.replace("x + 1", "x + 2"),
+    "operator": BASE.replace("x + 1", "x - 1"),
+    "name": BASE.replace('"y"', '"z"'),
+    "statement": BASE.replace('    pipe.send("y", x + 1)', '    x = x * 1\n    pipe.send("y", x + 1)'),
+}
+
+
+def load(tmp_path, module_name, source):
+    path = tmp_path / f"{module_name}.py"
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_code_hash_is_a_stable_string(tmp_path):
+    """code_hash returns the same non-empty string for the same function every time."""
+    module = load(tmp_path, "h_base", BASE)
+    first = code_hash(module.step)
+    assert isinstance(first, str) and first
+    assert code_hash(module.step) == first
+
+
+@pytest.mark.parametrize("variant", sorted(SAME_CODE_VARIANTS))
+def test_layout_comment_docstring_edits_keep_code_hash(tmp_path, variant):
+    """Comments, blank lines, docstrings and the position in the file do not change the hash."""
+    base = load(tmp_path, "h_base_same", BASE)
+    edited = load(tmp_path, f"h_same_{variant.replace('-', '_')}", SAME_CODE_VARIANTS[variant])
+    assert code_hash(edited.step) == code_hash(base.step)
+
+
+@pytest.mark.parametrize("variant", sorted(CHANGED_VARIANTS))
+def test_real_edits_change_code_hash(tmp_path, variant):
+    """Changing a constant, an operator, a name or adding a statement changes the hash."""
+    base = load(tmp_path, "h_base_changed", BASE)
+    edited = load(tmp_path, f"h_changed_{variant}", CHANGED_VARIANTS[variant])
+    assert code_hash(edited.step) != code_hash(base.step)
+
+
+def test_same_file_loaded_as_two_modules_has_same_hash(tmp_path):
+    """One source file loaded as two module objects gives equal code hashes."""
+    path = tmp_path / "twice.py"
+    path.write_text(BASE)
+    modules = []
+    for name in ("twice_one", "twice_two"):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules.append(module)
+    assert modules[0].step is not modules[1].step
+    assert code_hash(modules[0].step) == code_hash(modules[1].step)
+
+
+def plant_with(tmp_path, plant_dir, module_name, source):
+    """Run 'step' (after a producer of 'x') from a module loaded from ``source``."""
+    Plant._clear_global_state()
+    module = load(tmp_path, module_name, source + '''
+
+@ReactorFunc
+def make_x(pipe):
+    pipe.send("x", 1)
+''')
+    started = []
+    with Plant(str(plant_dir)) as plant:
+        plant.add_event_listener(Plant.EventType.reactor_started, lambda e, n, f: started.append(n))
+        plant.add_reactors(module.step, module.make_x)
+        plant.run_reactor("make_x")
+        plant.run_reactor("step")
+        result = plant.fetch_ingredient("y")
+    return started, result
+
+
+@pytest.mark.parametrize("variant", sorted(SAME_CODE_VARIANTS))
+def test_plant_does_not_rerun_after_layout_only_edit(tmp_path, variant):
+    """A reactor edited only in comments/blank lines/docstring is not re-run when only consumed."""
+    plant_dir = tmp_path / "plant"
+    plant_with(tmp_path, plant_dir, "p_base", BASE)
+    # 'step' is the producer now: a consumer checks it instead of running it
+    source = SAME_CODE_VARIANTS[variant] + '''
+
+@ReactorFunc
+def final(pipe):
+    y = yield pipe.receive("y")
+    pipe.send("final", y)
+'''
+    Plant._clear_global_state()
+    module = load(tmp_path, f"p_{variant.replace('-', '_')}", source + '''
+
+@ReactorFunc
+def make_x(pipe):
+    pipe.send("x", 1)
+''')
+    started = []
+    with Plant(str(plant_dir)) as plant:
+        plant.add_event_listener(Plant.EventType.reactor_started, lambda e, n, f: started.append(n))
+        plant.add_reactors(module.final, module.step, module.make_x)
+        plant.run_reactor("final")
+        assert plant.fetch_ingredient("final") == 2
+    assert started == ["final"]
+
+
+def test_plant_reruns_after_real_edit(tmp_path):
+    """A reactor whose code really changed runs again, and its consumer sees the new value."""
+    plant_dir = tmp_path / "plant"
+    _, result = plant_with(tmp_path, plant_dir, "r_base", BASE)
+    assert result == 2
+    started, result = plant_with(tmp_path, plant_dir, "r_changed", CHANGED_VARIANTS["constant"])
+    assert result == 3
+    assert "step" in started
