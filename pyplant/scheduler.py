@@ -141,6 +141,7 @@ class Scheduler:
         self.stack: list[Node] = []
         self.available: dict[str, tuple[Version, Node]] = {}
         self.values = plant._values
+        self.touched: set[tuple] = set()  # version keys this run used; the rest leaves memory
         self.code_hashes: dict[str, str | None] = {}
         self.code_maps: dict[str, dict[str, str]] = {}
         self.mapper = plant._code_mapper()
@@ -169,6 +170,14 @@ class Scheduler:
         except BaseException:
             self._abort()
             raise
+        finally:
+            self._forget_untouched()
+
+    def _forget_untouched(self) -> None:
+        """Keep in memory only the values this run used: a notebook that tries 100 configs
+        must not hold 100 versions of every ingredient."""
+        for key in [k for k in self.values if k not in self.touched]:
+            del self.values[key]
 
     def _push(self, node: Node) -> None:
         node.status = Status.CHECKING
@@ -422,6 +431,7 @@ class Scheduler:
     def _value(self, name: str) -> Any:
         version, producer = self.available[name]
         key = version_key(version)
+        self.touched.add(key)
         if key in self.values:
             return self.values[key]
         try:
@@ -463,6 +473,7 @@ class Scheduler:
         run.outputs[name] = stored
         self.available[name] = (stored.version, run.node)
         self.values[version_key(stored.version)] = stored.value
+        self.touched.add(version_key(stored.version))
 
     def allocate(self, run: ReactorRun, name: str, key: str | None, temp: bool, **kwargs: Any) -> Any:
         if key is None:
