@@ -21,9 +21,12 @@ Referencing an attribute name that happens to equal a global's name (``pipe.send
 """
 from __future__ import annotations
 
+import dis
 import enum
 import functools
+import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import os
 import site
@@ -66,6 +69,26 @@ class CodeScope:
         if top in self.library:
             return False
         return _is_user_module_by_location(module_name)
+
+    def is_user_module_spec(self, top: str) -> bool:
+        """Like ``is_user_module`` for a top-level module that is not imported yet."""
+        if top in self.user:
+            return True
+        if top in self.library or top == _SELF or top in sys.stdlib_module_names:
+            return False
+        return _is_user_spec_by_location(top)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_user_spec_by_location(top: str) -> bool:
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(spec, "origin", None) if spec is not None else None
+    if not origin or origin in ("built-in", "frozen"):
+        return False
+    return not os.path.realpath(origin).startswith(_library_roots())
 
 
 @functools.lru_cache(maxsize=None)
@@ -150,6 +173,9 @@ class CodeMapper:
         if isinstance(obj, _Constant):
             result[f"const:{obj.label}"] = _token(obj.value, self.own_hash)
             return []
+        if isinstance(obj, _Library):
+            self._add_library(obj.top, result)
+            return []
         module = getattr(obj, "__module__", None)
         if not self.scope.is_user_module(module):
             if module and module.split(".")[0] != _SELF:
@@ -182,6 +208,8 @@ class CodeMapper:
         for name in names:
             if name in globals_:
                 refs.append(_wrap(globals_[name], f"{module_name}.{name}"))
+        for module in _imports(code):  # imported inside the function: `from sklearn import svm`
+            refs.append(self._import_reference(module))
         refs.extend(self._module_attributes(refs, names))
         for value in (func.__defaults__ or ()) + tuple((func.__kwdefaults__ or {}).values()):
             refs.append(_wrap(value, f"{module_name}.{func.__qualname__}.<default>"))
@@ -191,6 +219,19 @@ class CodeMapper:
             except ValueError:  # an empty cell
                 continue
         return [r for r in refs if r is not None]
+
+    def _import_reference(self, module: str) -> Any:
+        """A module a function imports in its body. Library modules are not imported (their
+        version is read from the installed metadata); user modules are, as the body would."""
+        if module in sys.modules:
+            return sys.modules[module]
+        top = module.split(".")[0]
+        if top in self.scope.library or not self.scope.is_user_module_spec(top):
+            return _Library(top)
+        try:
+            return importlib.import_module(module)
+        except Exception:
+            return _Constant(f"<import {module}>", "unimportable")
 
     def _module_attributes(self, refs: list[Any], names: set[str]) -> list[Any]:
         """``helpers.f(x)`` names ``helpers`` and ``f``: take the attributes of referenced user
@@ -238,6 +279,11 @@ class CodeMapper:
 
 
 @dataclass(frozen=True, eq=False)
+class _Library:
+    top: str
+
+
+@dataclass(frozen=True, eq=False)
 class _Constant:
     label: str
     value: Any
@@ -271,6 +317,26 @@ def _token(value: Any, own_hash: Callable[[Callable], str]) -> str:
         return hashing.stable_token(value, own_hash)
     except hashing.TokenizationError:
         return "untokenizable"
+
+
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+_imports_cache: dict[int, tuple[types.CodeType, frozenset[str]]] = {}
+
+
+def _imports(code: types.CodeType) -> frozenset[str]:
+    """Module names imported in the body of ``code`` (and nested code), cached per process."""
+    cached = _imports_cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    found: set[str] = set()
+    if _IMPORT_NAME in code.co_code[::2]:  # cheap test before disassembling
+        found.update(i.argval for i in dis.get_instructions(code) if i.opcode == _IMPORT_NAME)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= _imports(const)
+    result = frozenset(n for n in found if n)
+    _imports_cache[id(code)] = (code, result)
+    return result
 
 
 def _names(code: types.CodeType) -> set[str]:
