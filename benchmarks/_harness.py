@@ -198,7 +198,8 @@ def ratio(a, b, label):
     """'a/b x label', or '' when either side is missing."""
     if a is None or b is None or not b:
         return ''
-    return '{:.2f}x {}'.format(a / b, label)
+    r = a / b
+    return ('{:.2f}x {}' if r >= 0.1 else '{:.2g}x {}').format(r, label)
 
 
 def target(label, met):
