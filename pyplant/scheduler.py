@@ -321,6 +321,7 @@ class Scheduler:
     def _start_running(self, node: Node, reason: str) -> None:
         node.status, node.reason = Status.RUNNING, reason
         node.run = ReactorRun(self, node)
+        self._code_map(node)  # before the body runs: it may mutate the globals it reads
         self.plant.logger.info("running reactor '%s': %s", node.name, reason)
 
     def _advance_run(self, node: Node) -> Need | None:
