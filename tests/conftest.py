@@ -161,9 +161,10 @@ def write_script(path: Path, body: str) -> Path:
 
 
 def run_script(script: Path, plant_dir: Path, *args: str, expect_ok: bool = True,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+               timeout: float = 120, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``script`` in a new Python process with the repository on PYTHONPATH."""
     env = dict(os.environ)
+    env.update(env_extra or {})
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     proc = subprocess.run([sys.executable, str(script), str(plant_dir), *args], capture_output=True,

@@ -1,0 +1,563 @@
+"""Property test: random DAGs of reactors, random edits, re-run after each edit.
+
+Each hypothesis example generates the SOURCE of a Python module (reactors ``r0..rN`` and a
+target ``final``, plain helper functions ``h*``, ``@SubreactorFunc`` subreactors ``s*``, module
+constants ``K*``), imports it under one fixed module name (a new module object, from a new file,
+at every step) and runs ``final`` on one plant directory that keeps its whole history. Then
+1..4 random edits are applied, each followed by a run:
+
+* code edits that change a value (a constant in a reactor, a helper, a subreactor; a module
+  constant a helper reads),
+* code edits that change the code but not the value (``acc * 2`` -> ``acc + acc``,
+  ``y * 3`` -> ``y + y + y``): the edited function's readers re-run, early cutoff stops the wave,
+* cosmetic edits (comments, docstrings, layout, lines added above everything, a constant no one
+  reads, the same source loaded again): nothing but the target runs,
+* config edits: a value read by reactors (``config.p1`` or ``pipe.read_config('p1')``), a value
+  no one reads, a "side" parameter read without influencing any value, and marking/unmarking
+  side parameters as auxiliary.
+
+After every run two properties are checked:
+
+1. every ingredient (``fetch_ingredient``) and the values the target received equal those of a
+   from-scratch run in an empty plant directory, and the values the model computes;
+2. the set of reactors that started (``reactor_started`` events) equals the minimal set a model
+   computes: the target, plus every reactor for which no earlier execution in this plant
+   directory matches the current code identity, config and input values.
+
+The model mirrors the plant's trace semantics: an execution records the values of the
+parameters it read that were *not auxiliary at the time*; it matches later when its code
+identity is equal, its inputs are equal, and each recorded parameter is auxiliary now or has the
+same value. (A parameter read while auxiliary is not recorded, so unmarking it later does not
+re-run the reactor that read it; aux parameters never influence values here, so results stay
+exact either way.)
+
+Code identity is what the model knows about the generated source: for each function the
+reactor reaches (itself, helpers transitively, subreactors, constants read), the parameters
+that change its AST (constant, ``*`` vs ``+`` variant), never the cosmetic ones.
+
+Run the long profile with ``HYPOTHESIS_PROFILE=thorough python -m pytest -q tests/test_property.py``.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, note, settings, strategies as st
+
+from pyplant import Plant
+
+MODULE_NAME = "pyplant_property_dag"   # one module name for every version of the generated code
+N_VALUE_PARAMS = 4                     # p0..p3: influence values (never auxiliary)
+N_SIDE_PARAMS = 2                      # q0..q1: read without influencing values (may be auxiliary)
+MOD = 1009
+
+
+# --- the world: structure (fixed per example) and mutable code/config state -------------------
+
+@dataclass
+class Code:
+    """What one function's source looks like: semantic parts and cosmetic parts."""
+    const: int
+    variant: int = 0          # semantic, value-preserving: reactor `acc * 2` / `acc + acc`,
+                              # helper `y * 3` / `y + y + y`
+    comment: bool = False     # cosmetic: a comment line inside the body
+    docstring: bool = False   # cosmetic: a docstring
+    layout: bool = False      # cosmetic: first statement split over lines, in parentheses
+
+    def identity(self) -> tuple:
+        return (self.const, self.variant)
+
+
+@dataclass
+class Reactor:
+    inputs: list[int]           # received directly, in this order
+    params: list[int]           # value params read
+    side: list[int]             # side params read (values not influenced)
+    read_style: bool            # False: config.pK, True: pipe.read_config('pK')
+    helper: int | None
+    sub: int | None
+    sub_input: int | None       # ingredient out{j} a generator subreactor receives
+    out_array: bool
+    code: Code
+
+
+@dataclass
+class Helper:
+    calls: int | None           # another helper, of lower index
+    const_ref: int | None       # module constant K{c} it reads
+    code: Code
+
+
+@dataclass
+class Sub:
+    gen: bool                   # generator subreactor that receives an ingredient
+    param: int | None           # value param read through pipe.config
+    helper: int | None
+    code: Code
+
+
+@dataclass
+class World:
+    reactors: list[Reactor]
+    helpers: list[Helper]
+    subs: list[Sub]
+    consts: list[int]
+    unused_const: int
+    preamble: int
+    params: dict[str, Any]
+    aux: set[str] = field(default_factory=set)
+
+    def sinks(self) -> list[int]:
+        consumed = set()
+        for r in self.reactors:
+            consumed.update(r.inputs)
+            if r.sub_input is not None:
+                consumed.add(r.sub_input)
+        return [i for i in range(len(self.reactors)) if i not in consumed]
+
+
+# --- source generation ---------------------------------------------------------------------
+
+def _body_head(code: Code, what: str) -> list[str]:
+    lines = []
+    if code.docstring:
+        lines.append(f'    """{what}: generated for the property test."""')
+    if code.comment:
+        lines.append(f"    # {what}: a comment that must not change the code hash")
+    return lines
+
+
+def _first_statement(code: Code, target: str, expr: str) -> list[str]:
+    if code.layout:
+        return [f"    {target} = (", f"        {expr}", "    )", ""]
+    return [f"    {target} = {expr}"]
+
+
+def render_helper(k: int, h: Helper) -> list[str]:
+    lines = [f"def h{k}(x):"] + _body_head(h.code, f"helper {k}")
+    lines += _first_statement(h.code, "y", f"x + {h.code.const}")
+    if h.calls is not None:
+        lines.append(f"    y = h{h.calls}(y)")
+    if h.const_ref is not None:
+        lines.append(f"    y = y + K{h.const_ref}")
+    lines.append("    return y * 3" if h.code.variant == 0 else "    return y + y + y")
+    return lines
+
+
+def render_sub(k: int, s: Sub) -> list[str]:
+    lines = ["@SubreactorFunc", f"def s{k}(pipe, x, name):"] + _body_head(s.code, f"subreactor {k}")
+    if s.gen:
+        lines.append("    extra = yield pipe.receive(name)")
+        lines += _first_statement(s.code, "y", f"x + {s.code.const} + int(np.sum(extra))")
+    else:
+        lines += _first_statement(s.code, "y", f"x + {s.code.const}")
+    if s.param is not None:
+        lines.append(f"    y = y + int(np.sum(pipe.config.p{s.param}))")
+    if s.helper is not None:
+        lines.append(f"    y = h{s.helper}(y)")
+    lines.append(f"    return y % {MOD}")
+    return lines
+
+
+def render_reactor(i: int, r: Reactor) -> list[str]:
+    lines = ["@ReactorFunc", f"def r{i}(pipe, config):"] + _body_head(r.code, f"reactor {i}")
+    for n, j in enumerate(r.inputs):
+        lines.append(f"    a{n} = yield pipe.receive('out{j}')")
+    expr = " + ".join([str(r.code.const)] + [f"int(np.sum(a{n}))" for n in range(len(r.inputs))])
+    lines += _first_statement(r.code, "acc", expr)
+    for p in r.params:
+        read = f"pipe.read_config('p{p}')" if r.read_style else f"config.p{p}"
+        lines.append(f"    acc = acc + int(np.sum({read}))")
+    for q in r.side:
+        read = f"pipe.read_config('q{q}')" if r.read_style else f"config.q{q}"
+        lines.append(f"    side = {read}  # read, never influences a value")
+    if r.helper is not None:
+        lines.append(f"    acc = h{r.helper}(acc)")
+    if r.sub is not None:
+        name = f"'out{r.sub_input}'" if r.sub_input is not None else "None"
+        lines.append(f"    acc = yield from s{r.sub}(pipe, acc, {name})")
+    lines.append("    acc = acc * 2" if r.code.variant == 0 else "    acc = acc + acc")
+    lines.append(f"    acc = acc % {MOD}")
+    if r.out_array:
+        lines.append(f"    pipe.send('out{i}', np.arange(3, dtype=np.int64) + acc)")
+    else:
+        lines.append(f"    pipe.send('out{i}', acc)")
+    return lines
+
+
+def render(world: World) -> str:
+    lines = [f"# preamble line {n}" for n in range(world.preamble)]
+    lines += ['"""Generated by tests/test_property.py."""',
+              "import numpy as np",
+              "from pyplant import ReactorFunc, SubreactorFunc", ""]
+    for c, value in enumerate(world.consts):
+        lines.append(f"K{c} = {value}")
+    lines += [f"UNUSED = {world.unused_const}", "", ""]
+    for k, h in enumerate(world.helpers):
+        lines += render_helper(k, h) + ["", ""]
+    for k, s in enumerate(world.subs):
+        lines += render_sub(k, s) + ["", ""]
+    for i, r in enumerate(world.reactors):
+        lines += render_reactor(i, r) + ["", ""]
+    sinks = world.sinks()
+    lines += ["@ReactorFunc", "def final(pipe):"]
+    for n, j in enumerate(sinks):
+        lines.append(f"    v{n} = yield pipe.receive('out{j}')")
+    lines.append(f"    pipe.send('result', ({''.join(f'v{n}, ' for n in range(len(sinks)))}))")
+    return "\n".join(lines) + "\n"
+
+
+# --- the model -----------------------------------------------------------------------------
+
+def canon(value: Any) -> tuple:
+    """A hashable description of a value: exact type and content."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, tuple):
+        return ("tuple",) + tuple(canon(v) for v in value)
+    if type(value) is int:
+        return ("int", value)
+    return ("other", type(value).__name__, repr(value))
+
+
+def vsum(value: Any) -> int:
+    return int(np.sum(value))
+
+
+def helper_value(world: World, k: int, x: int) -> int:
+    h = world.helpers[k]
+    y = x + h.code.const
+    if h.calls is not None:
+        y = helper_value(world, h.calls, y)
+    if h.const_ref is not None:
+        y = y + world.consts[h.const_ref]
+    return y * 3
+
+
+def evaluate(world: World) -> dict[str, Any]:
+    """The value of every ingredient, computed directly from the world."""
+    out: dict[str, Any] = {}
+    for i, r in enumerate(world.reactors):
+        acc = r.code.const + sum(vsum(out[f"out{j}"]) for j in r.inputs)
+        for p in r.params:
+            acc += vsum(world.params[f"p{p}"])
+        if r.helper is not None:
+            acc = helper_value(world, r.helper, acc)
+        if r.sub is not None:
+            s = world.subs[r.sub]
+            y = acc + s.code.const
+            if s.gen:
+                y += vsum(out[f"out{r.sub_input}"])
+            if s.param is not None:
+                y += vsum(world.params[f"p{s.param}"])
+            if s.helper is not None:
+                y = helper_value(world, s.helper, y)
+            acc = y % MOD
+        acc = (acc * 2) % MOD
+        out[f"out{i}"] = (np.arange(3, dtype=np.int64) + acc) if r.out_array else acc
+    out["result"] = tuple(out[f"out{j}"] for j in world.sinks())
+    return out
+
+
+def helper_identity(world: World, k: int, acc: set) -> None:
+    h = world.helpers[k]
+    acc.add(("helper", k, h.code.identity()))
+    if h.calls is not None:
+        helper_identity(world, h.calls, acc)
+    if h.const_ref is not None:
+        acc.add(("const", h.const_ref, world.consts[h.const_ref]))
+
+
+def code_identity(world: World, i: int) -> frozenset:
+    """Everything about the code reactor i reaches that a code hash must see."""
+    r = world.reactors[i]
+    acc: set = {("reactor", i, r.code.identity())}
+    if r.helper is not None:
+        helper_identity(world, r.helper, acc)
+    if r.sub is not None:
+        s = world.subs[r.sub]
+        acc.add(("sub", r.sub, s.code.identity()))
+        if s.helper is not None:
+            helper_identity(world, s.helper, acc)
+    return frozenset(acc)
+
+
+def params_read(world: World, i: int) -> list[str]:
+    r = world.reactors[i]
+    names = [f"p{p}" for p in r.params] + [f"q{q}" for q in r.side]
+    if r.sub is not None and world.subs[r.sub].param is not None:
+        names.append(f"p{world.subs[r.sub].param}")
+    return names
+
+
+def input_values(world: World, i: int, values: dict[str, Any]) -> frozenset:
+    r = world.reactors[i]
+    names = {f"out{j}" for j in r.inputs}
+    if r.sub_input is not None:
+        names.add(f"out{r.sub_input}")
+    return frozenset((n, canon(values[n])) for n in names)
+
+
+@dataclass(frozen=True)
+class Execution:
+    code: frozenset
+    config: frozenset   # (param, canon value) of the non-auxiliary params read at the time
+    inputs: frozenset
+
+
+class Model:
+    """Which reactors must run: those with no matching earlier execution (and the target)."""
+
+    def __init__(self):
+        self.history: dict[int, list[Execution]] = {}
+
+    def run(self, world: World) -> tuple[set[str], dict[str, Any]]:
+        values = evaluate(world)
+        executed = {"final"}
+        for i in range(len(world.reactors)):
+            code = code_identity(world, i)
+            inputs = input_values(world, i, values)
+            if not any(self._matches(e, code, inputs, world) for e in self.history.get(i, [])):
+                executed.add(f"r{i}")
+                config = frozenset((p, canon(world.params[p])) for p in params_read(world, i)
+                                   if p not in world.aux)
+                self.history.setdefault(i, []).append(Execution(code, config, inputs))
+        return executed, values
+
+    @staticmethod
+    def _matches(e: Execution, code: frozenset, inputs: frozenset, world: World) -> bool:
+        if e.code != code or e.inputs != inputs:
+            return False
+        return all(p in world.aux or canon(world.params[p]) == v for p, v in e.config)
+
+
+# --- loading and running -------------------------------------------------------------------
+
+class Loader:
+    """Imports each version of the generated source as a new module object, same name."""
+
+    def __init__(self, directory: str, same_path: bool = False):
+        self.directory = directory
+        self.same_path = same_path
+        self.count = 0
+
+    def load(self, source: str):
+        self.count += 1
+        name = "module.py" if self.same_path else f"version_{self.count}.py"
+        path = os.path.join(self.directory, name)
+        with open(path, "w") as f:
+            f.write(source)
+        Plant._clear_global_state()
+        spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[MODULE_NAME] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+def run_plant(plant_dir: str, module, world: World, order: list[str] | None = None):
+    """Run ``final`` on ``plant_dir``; returns (started reactors, values, explain())."""
+    started: list[str] = []
+    names = [f"out{i}" for i in range(len(world.reactors))] + ["result"]
+    reactor_names = order or [f"r{i}" for i in range(len(world.reactors))] + ["final"]
+    with Plant(plant_dir) as plant:
+        plant.add_event_listener(Plant.EventType.reactor_started,
+                                 lambda ev, name, func: started.append(name))
+        plant.set_config(dict(world.params))
+        if world.aux:
+            plant.mark_params_as_auxiliary(sorted(world.aux))
+        plant.add_reactors([getattr(module, n) for n in reactor_names])
+        plant.run_reactor(module.final)
+        values = {n: plant.fetch_ingredient(n) for n in names}
+        reasons = plant.explain()
+    return started, values, reasons
+
+
+def assert_same_values(actual: dict[str, Any], expected: dict[str, Any], what: str) -> None:
+    for name in expected:
+        assert canon(actual[name]) == canon(expected[name]), \
+            f"{what}: ingredient '{name}' is {actual[name]!r}, expected {expected[name]!r}"
+
+
+# --- strategies ----------------------------------------------------------------------------
+
+small = st.integers(0, 3)
+value_param = st.one_of(small, st.tuples(small, small).map(lambda t: np.array(t, dtype=np.int64)))
+
+
+def codes(draw) -> Code:
+    return Code(const=draw(small), variant=draw(st.integers(0, 1)), comment=draw(st.booleans()),
+                docstring=draw(st.booleans()), layout=draw(st.booleans()))
+
+
+@st.composite
+def worlds(draw) -> World:
+    n_helpers = draw(st.integers(0, 3))
+    n_consts = draw(st.integers(1, 2))
+    helpers = []
+    for k in range(n_helpers):
+        calls = draw(st.none() | st.integers(0, k - 1)) if k > 0 else None
+        helpers.append(Helper(calls=calls, const_ref=draw(st.none() | st.integers(0, n_consts - 1)),
+                              code=codes(draw)))
+    maybe_helper = st.none() | st.integers(0, n_helpers - 1) if n_helpers else st.none()
+    subs = [Sub(gen=draw(st.booleans()), param=draw(st.none() | st.integers(0, N_VALUE_PARAMS - 1)),
+                helper=draw(maybe_helper), code=codes(draw))
+            for _ in range(draw(st.integers(0, 2)))]
+    reactors = []
+    for i in range(draw(st.integers(3, 8))):
+        inputs = draw(st.lists(st.integers(0, i - 1), unique=True, max_size=min(3, i))) if i else []
+        usable = [k for k, s in enumerate(subs) if not s.gen or i > 0]
+        sub = draw(st.none() | st.sampled_from(usable)) if usable else None
+        sub_input = draw(st.integers(0, i - 1)) if sub is not None and subs[sub].gen else None
+        reactors.append(Reactor(
+            inputs=inputs,
+            params=draw(st.lists(st.integers(0, N_VALUE_PARAMS - 1), unique=True, max_size=2)),
+            side=draw(st.lists(st.integers(0, N_SIDE_PARAMS - 1), unique=True, max_size=1)),
+            read_style=draw(st.booleans()), helper=draw(maybe_helper), sub=sub, sub_input=sub_input,
+            out_array=draw(st.booleans()), code=codes(draw)))
+    params = {f"p{k}": draw(value_param) for k in range(N_VALUE_PARAMS)}
+    params.update({f"q{k}": draw(small) for k in range(N_SIDE_PARAMS)})
+    aux = {f"q{k}" for k in range(N_SIDE_PARAMS) if draw(st.booleans())}
+    return World(reactors=reactors, helpers=helpers, subs=subs,
+                 consts=[draw(small) for _ in range(n_consts)], unused_const=draw(small),
+                 preamble=draw(st.integers(0, 2)), params=params, aux=aux)
+
+
+EDIT_KINDS = ["reactor_const", "reactor_variant", "reactor_cosmetic", "helper_const",
+              "helper_variant", "helper_cosmetic", "sub_const", "sub_cosmetic", "module_const",
+              "unused_const", "preamble", "reload", "value_param", "side_param", "toggle_aux"]
+
+
+def apply_edit(draw, world: World) -> str:
+    """Mutate ``world`` by one random edit; returns a description."""
+    kind = draw(st.sampled_from(EDIT_KINDS))
+    cosmetic = st.sampled_from(["comment", "docstring", "layout"])
+    if kind.startswith("helper") and not world.helpers or kind.startswith("sub") and not world.subs:
+        kind = "reload"
+    if kind.startswith("reactor"):
+        i = draw(st.integers(0, len(world.reactors) - 1))
+        code, label = world.reactors[i].code, f"r{i}"
+    elif kind.startswith("helper"):
+        k = draw(st.integers(0, len(world.helpers) - 1))
+        code, label = world.helpers[k].code, f"h{k}"
+    elif kind.startswith("sub"):
+        k = draw(st.integers(0, len(world.subs) - 1))
+        code, label = world.subs[k].code, f"s{k}"
+    if kind.endswith("_const") and kind not in ("module_const", "unused_const"):
+        code.const = draw(small.filter(lambda v: v != code.const))
+        return f"{label}: constant -> {code.const}"
+    if kind.endswith("_variant"):
+        code.variant = 1 - code.variant
+        return f"{label}: value-preserving rewrite -> variant {code.variant}"
+    if kind.endswith("_cosmetic"):
+        attr = draw(cosmetic)
+        setattr(code, attr, not getattr(code, attr))
+        return f"{label}: toggle {attr}"
+    if kind == "module_const":
+        c = draw(st.integers(0, len(world.consts) - 1))
+        world.consts[c] = draw(small.filter(lambda v: v != world.consts[c]))
+        return f"K{c} -> {world.consts[c]}"
+    if kind == "unused_const":
+        world.unused_const = draw(small.filter(lambda v: v != world.unused_const))
+        return f"UNUSED -> {world.unused_const}"
+    if kind == "preamble":
+        world.preamble = draw(st.integers(0, 3).filter(lambda v: v != world.preamble))
+        return f"preamble lines -> {world.preamble}"
+    if kind == "reload":
+        return "same source, loaded again"
+    if kind == "value_param":
+        p = f"p{draw(st.integers(0, N_VALUE_PARAMS - 1))}"
+        world.params[p] = draw(value_param.filter(lambda v: canon(v) != canon(world.params[p])))
+        return f"config {p} -> {world.params[p]!r}"
+    if kind == "side_param":
+        q = f"q{draw(st.integers(0, N_SIDE_PARAMS - 1))}"
+        world.params[q] = draw(small.filter(lambda v: v != world.params[q]))
+        return f"config {q} -> {world.params[q]!r}"
+    assert kind == "toggle_aux"
+    q = f"q{draw(st.integers(0, N_SIDE_PARAMS - 1))}"
+    world.aux ^= {q}
+    return f"config {q} auxiliary: {q in world.aux}"
+
+
+# --- the properties ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def module_cleanup():
+    yield
+    sys.modules.pop(MODULE_NAME, None)
+    Plant._clear_global_state()
+
+
+def check_edits(data, tmp_root: str, same_path: bool) -> None:
+    world = data.draw(worlds(), label="world")
+    n_edits = data.draw(st.integers(1, 4), label="number of edits")
+    base = tempfile.mkdtemp(dir=tmp_root)
+    try:
+        loader = Loader(os.path.join(base, "src"), same_path=same_path)
+        os.makedirs(loader.directory)
+        plant_dir = os.path.join(base, "plant")
+        model = Model()
+        for step in range(n_edits + 1):
+            if step:
+                note(f"edit {step}: {apply_edit(data.draw, world)}")
+            source = render(world)
+            module = loader.load(source)
+            expected_started, expected_values = model.run(world)
+            started, values, reasons = run_plant(plant_dir, module, world)
+
+            scratch_dir = os.path.join(base, f"scratch-{step}")
+            scratch_started, scratch_values, _ = run_plant(scratch_dir, module, world)
+            shutil.rmtree(scratch_dir)
+
+            context = f"step {step}\n--- source ---\n{source}--- explain ---\n{reasons}"
+            everything = {f"r{i}" for i in range(len(world.reactors))} | {"final"}
+            assert sorted(scratch_started) == sorted(everything), context
+            assert len(started) == len(set(started)), f"a reactor started twice: {started}\n{context}"
+            assert_same_values(values, scratch_values, f"incremental vs from scratch, {context}")
+            assert_same_values(values, expected_values, f"incremental vs model, {context}")
+            assert set(started) == expected_started, \
+                (f"ran {sorted(set(started))}, the minimal set is {sorted(expected_started)}\n"
+                 f"{context}")
+            for name in everything:
+                assert (reasons[name] != "up to date") == (name in started), (name, context)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@given(data=st.data())
+def test_edits_rerun_exactly_the_stale_reactors(data, tmp_path_factory, module_cleanup):
+    """Each version of the code is imported from a new file (as a new process would see it)."""
+    check_edits(data, str(tmp_path_factory.getbasetemp()), same_path=False)
+
+
+@given(data=st.data())
+def test_edits_in_place_reloaded_from_the_same_file(data, tmp_path_factory, module_cleanup):
+    """The same, but every version overwrites one file that is imported again in-process
+    (``importlib.reload``, notebook autoreload)."""
+    check_edits(data, str(tmp_path_factory.getbasetemp()), same_path=True)
+
+
+@given(world=worlds(), data=st.data())
+def test_cold_run_in_any_registration_order(world, data, tmp_path_factory, module_cleanup):
+    """A cold run (no recorded producers: discovery) gives the right values and runs every
+    reactor exactly once, whatever order the reactors were added in."""
+    names = [f"r{i}" for i in range(len(world.reactors))] + ["final"]
+    order = data.draw(st.permutations(names), label="add_reactors order")
+    base = tempfile.mkdtemp(dir=str(tmp_path_factory.getbasetemp()))
+    try:
+        loader = Loader(os.path.join(base, "src"))
+        os.makedirs(loader.directory)
+        module = loader.load(render(world))
+        started, values, _ = run_plant(os.path.join(base, "plant"), module, world, order=order)
+        assert sorted(started) == sorted(names)
+        assert_same_values(values, evaluate(world), "cold run vs model")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
