@@ -6,7 +6,7 @@ bytecode uses (``co_names`` of it and its nested code), its defaults and its clo
 =======================  =====================================================================
 ``reactor``              the reactor's own normalized source (``hashing.code_hash``)
 ``fn:module.qualname``   a user-code function it references (helpers, nested too)
-``cls:module.qualname``  a user-code class: the code of its methods and its plain attributes
+``cls:module.qualname``  a user-code class: the code of its methods, its immutable attributes
 ``const:module.name``    a module-level constant it reads, by stable token (arrays by content)
 ``lib:package``          a library it references, by the package's version, not its source
 =======================  =====================================================================
@@ -262,7 +262,7 @@ class CodeMapper:
                 value = value.fget
             if isinstance(value, types.FunctionType):
                 parts.append(f"{name}={self.own_hash(value)}")
-            elif not name.startswith("__") and _is_constant(value):
+            elif not name.startswith("__") and _is_immutable_constant(value):
                 parts.append(f"{name}={_token(value, self.own_hash)}")
         bases = [f"{b.__module__}.{b.__qualname__}" for b in cls.__bases__]
         return hashing.digest("class", cls.__qualname__, *bases, *parts)
@@ -310,6 +310,16 @@ def _is_constant(value: Any) -> bool:
     if isinstance(value, dict):
         return all(_is_constant(k) and _is_constant(v) for k, v in value.items())
     return False
+
+
+def _is_immutable_constant(value: Any) -> bool:
+    """Class attributes count only when immutable: a class-level cache or counter that code
+    mutates must not re-run everything that uses the class."""
+    if isinstance(value, (list, dict, set, np.ndarray)):
+        return False
+    if isinstance(value, (tuple, frozenset)):
+        return all(_is_immutable_constant(v) for v in value)
+    return _is_constant(value)
 
 
 def _token(value: Any, own_hash: Callable[[Callable], str]) -> str:
