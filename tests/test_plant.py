@@ -671,3 +671,137 @@ def test_chain_of_2000_reactors_cold_then_warm(tmp_path, open_plant):
     assert events2.started == [f"r{n - 1}"]
     assert plant2.fetch_ingredient(f"x{n - 1}") == n - 1
     assert sum(r.wasRun for r in plant2.get_execution_history().values()) == 1
+
+
+# --- constructor arguments and globals -------------------------------------------------------
+
+def test_logger_and_log_level(plant_dir):
+    """The given logger receives pyplant's messages, at the level set by logLevel."""
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    logger = logging.getLogger("pyplant-test-logger")
+    handler = Collect()
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        a, b, c = chain_abc()
+        with Plant(str(plant_dir), logger=logger, logLevel=logging.INFO) as plant:
+            assert logger.level == logging.INFO
+            plant.add_reactors(a, b, c)
+            plant.run_reactor(c)
+        assert any("'b'" in m for m in handler.messages), handler.messages
+        assert all(isinstance(m, str) for m in handler.messages)
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_function_hash_is_used_for_reactors(plant_dir):
+    """functionHash is called with the reactor functions and decides what counts as modified."""
+    calls = []
+    version = {"b": "1"}
+
+    def my_hash(func):
+        calls.append(func.__name__)
+        return f"{func.__name__}-{version.get(func.__name__, '0')}"
+
+    a, b, c = chain_abc()
+    with Plant(str(plant_dir), functionHash=my_hash) as plant:
+        plant.add_reactors(a, b, c)
+        plant.run_reactor(c)
+    assert {"a", "b", "c"} <= set(calls)
+    version["b"] = "2"
+    with Plant(str(plant_dir), functionHash=my_hash) as plant:
+        events = Events(plant)
+        plant.add_reactors(a, b, c)
+        plant.run_reactor(c)
+    assert events.started == ["c", "b"]
+
+
+def test_pipe_is_a_pipework(open_plant):
+    """The pipe passed to a reactor is a pyplant.Pipework."""
+    from pyplant import Pipework
+    kinds = []
+
+    @ReactorFunc
+    def target(pipe):
+        kinds.append(isinstance(pipe, Pipework))
+        pipe.send("x", 1)
+
+    plant, _ = open_plant(reactors=[target])
+    plant.run_reactor(target)
+    assert kinds == [True]
+
+
+def test_clear_global_state_forgets_defined_reactors(open_plant):
+    """After Plant._clear_global_state(), reactors defined before are not auto-registered."""
+    a, b, c = chain_abc()
+    Plant._clear_global_state()
+
+    @ReactorFunc
+    def fresh(pipe):
+        pipe.send("fresh", 1)
+
+    plant, _ = open_plant()
+    plant.run_reactor(fresh)
+    assert [f.__name__ for f in plant.get_reactors()] == ["fresh"]
+    with pytest.raises(UnknownReactorError):
+        plant.run_reactor("a")
+
+
+def test_exception_in_subreactor_propagates_with_original_type(open_plant):
+    """An exception raised in a subreactor propagates out of run_reactor unchanged in type."""
+
+    class SubError(Exception):
+        pass
+
+    @SubreactorFunc
+    def broken(pipe):
+        yield
+        raise SubError("inside subreactor")
+
+    @ReactorFunc
+    def target(pipe):
+        yield from broken(pipe)
+        pipe.send("never", 1)
+
+    plant, _ = open_plant(reactors=[target])
+    with pytest.raises(SubError, match="inside subreactor"):
+        plant.run_reactor(target)
+
+
+def test_early_cutoff_after_config_change_with_identical_array(open_plant):
+    """A producer re-run by a config change that sends an identical array does not re-run consumers."""
+    import numpy as np
+
+    @ReactorFunc
+    def producer(pipe, config):
+        pipe.send("arr", np.zeros(3) if config.n < 100 else np.ones(3))
+
+    @ReactorFunc
+    def middle(pipe):
+        arr = yield pipe.receive("arr")
+        pipe.send("mid", float(arr.sum()))
+
+    @ReactorFunc
+    def target(pipe):
+        m = yield pipe.receive("mid")
+        pipe.send("out", m)
+
+    reactors = [target, middle, producer]
+    plant, _ = open_plant(config={"n": 1}, reactors=reactors)
+    plant.run_reactor(target)
+    plant2, events = open_plant(config={"n": 2}, reactors=reactors)
+    plant2.run_reactor(target)
+    assert events.started == ["target", "producer"]
+    plant3, events = open_plant(config={"n": 500}, reactors=reactors)
+    plant3.run_reactor(target)
+    assert events.started == ["target", "producer", "middle"]
+    assert plant3.fetch_ingredient("out") == 3.0
