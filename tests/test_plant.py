@@ -805,3 +805,159 @@ def test_early_cutoff_after_config_change_with_identical_array(open_plant):
     plant3.run_reactor(target)
     assert events.started == ["target", "producer", "middle"]
     assert plant3.fetch_ingredient("out") == 3.0
+
+
+# --- scheduling edge cases -------------------------------------------------------------------
+
+def test_cutoff_in_the_middle_of_a_chain(open_plant):
+    """A consumer re-run by a changed input that produces the same output stops the wave there."""
+
+    @ReactorFunc
+    def a(pipe, config):
+        pipe.send("a", config.value)
+
+    @ReactorFunc
+    def b(pipe):
+        x = yield pipe.receive("a")
+        pipe.send("positive", x > 0)
+
+    @ReactorFunc
+    def c(pipe):
+        p = yield pipe.receive("positive")
+        pipe.send("label", "pos" if p else "neg")
+
+    @ReactorFunc
+    def d(pipe):
+        label = yield pipe.receive("label")
+        pipe.send("d", label.upper())
+
+    reactors = [d, c, b, a]
+    plant, _ = open_plant(config={"value": 1}, reactors=reactors)
+    plant.run_reactor(d)
+    plant2, events = open_plant(config={"value": 2}, reactors=reactors)
+    plant2.run_reactor(d)
+    assert events.started == ["d", "a", "b"]
+    plant3, events = open_plant(config={"value": -2}, reactors=reactors)
+    plant3.run_reactor(d)
+    assert events.started == ["d", "a", "b", "c"]
+    assert plant3.fetch_ingredient("d") == "NEG"
+
+
+def test_dynamic_dependencies_follow_the_new_run(open_plant):
+    """A reactor that stops receiving an ingredient after a config change no longer starts its producer."""
+
+    @ReactorFunc
+    def expensive(pipe):
+        pipe.send("expensive", 100)
+
+    @ReactorFunc
+    def chooser(pipe, config):
+        if config.use_expensive:
+            v = yield pipe.receive("expensive")
+        else:
+            v = 1
+        pipe.send("chosen", v)
+
+    @ReactorFunc
+    def target(pipe):
+        v = yield pipe.receive("chosen")
+        pipe.send("out", v)
+
+    reactors = [target, chooser, expensive]
+    plant, events = open_plant(config={"use_expensive": True}, reactors=reactors)
+    plant.run_reactor(target)
+    assert events.started == ["target", "chooser", "expensive"]
+    plant2, events = open_plant(config={"use_expensive": False}, reactors=reactors)
+    plant2.run_reactor(target)
+    assert events.started == ["target", "chooser"]
+    assert plant2.fetch_ingredient("out") == 1
+
+
+def test_renamed_producer_is_discovered(open_plant):
+    """When the recorded producer of an ingredient is not in the plant any more, a new one is found."""
+
+    @ReactorFunc
+    def old_producer(pipe):
+        pipe.send("x", 1)
+
+    @ReactorFunc
+    def new_producer(pipe):
+        pipe.send("x", 2)
+
+    @ReactorFunc
+    def target(pipe):
+        x = yield pipe.receive("x")
+        pipe.send("out", x)
+
+    plant, _ = open_plant(reactors=[target, old_producer])
+    plant.run_reactor(target)
+    plant2, events = open_plant(reactors=[target, new_producer])
+    plant2.run_reactor(target)
+    assert events.started == ["target", "new_producer"]
+    assert plant2.fetch_ingredient("out") == 2
+
+
+def test_ingredient_no_longer_produced_is_not_served_stale(open_plant, hasher):
+    """If a producer stops sending an ingredient, its consumers do not get the old stored value."""
+    from pyplant.errors import IngredientNotFoundError
+    sends_x = {"on": True}
+
+    @ReactorFunc
+    def producer(pipe):
+        if sends_x["on"]:
+            pipe.send("x", 1)
+        pipe.send("z", 0)
+
+    @ReactorFunc
+    def consumer(pipe):
+        x = yield pipe.receive("x")
+        pipe.send("y", x)
+
+    @ReactorFunc
+    def target(pipe):
+        y = yield pipe.receive("y")
+        pipe.send("out", y)
+
+    reactors = [target, consumer, producer]
+    plant, _ = open_plant(reactors=reactors)
+    plant.run_reactor(target)
+    sends_x["on"] = False
+    hasher.bump("producer")
+    plant2, _ = open_plant(reactors=reactors)
+    with pytest.raises(IngredientNotFoundError) as info:
+        plant2.run_reactor(target)
+    assert info.value.ingredient == "x" and info.value.reactor == "consumer"
+
+
+def test_ingredient_moved_to_another_producer(open_plant, hasher):
+    """An ingredient that moves from one producer to another is produced by the new one."""
+    moved = {"done": False}
+
+    @ReactorFunc
+    def first(pipe):
+        pipe.send("a", 1)
+        if not moved["done"]:
+            pipe.send("b", 10)
+
+    @ReactorFunc
+    def second(pipe):
+        pipe.send("c", 0)
+        if moved["done"]:
+            pipe.send("b", 20)
+
+    @ReactorFunc
+    def target(pipe):
+        b = yield pipe.receive("b")
+        c = yield pipe.receive("c")
+        pipe.send("out", b + c)
+
+    reactors = [target, first, second]
+    plant, _ = open_plant(reactors=reactors)
+    plant.run_reactor(target)
+    assert plant.fetch_ingredient("out") == 10
+    moved["done"] = True
+    hasher.bump("first", "second")
+    plant2, _ = open_plant(reactors=reactors)
+    plant2.run_reactor(target)
+    assert plant2.fetch_ingredient("out") == 20
+    assert plant2.fetch_ingredient("b") == 20

@@ -617,3 +617,50 @@ def test_file_ingredient_early_cutoff(open_plant, hasher):
     plant2.run_reactor(target)
     assert events.started == ["target", "write_file"]
     assert plant2.fetch_ingredient("count") == 2
+
+
+def test_hdf_allocated_then_sent_explicitly(open_plant):
+    """An allocated HDF dataset may also be sent explicitly; consumers get its data."""
+    seen = Box()
+
+    @ReactorFunc
+    def producer(pipe):
+        ds = pipe.allocate("explicit_hdf", specs.HdfArraySpec, shape=(2, 2), dtype="float32")
+        ds[0, :] = 3
+        pipe.send("explicit_hdf", ds, specs.HdfArraySpec)
+        pipe.send("after", "ok")
+
+    @ReactorFunc
+    def target(pipe):
+        ds = yield pipe.receive("explicit_hdf")
+        seen["data"] = ds[...].tolist()
+        pipe.send("out", (yield pipe.receive("after")))
+
+    plant, _ = open_plant(reactors=[target, producer])
+    plant.run_reactor(target)
+    assert seen["data"] == [[3, 3], [0, 0]]
+    plant.shutdown()
+    plant2, _ = open_plant(reactors=[target, producer])
+    plant2.run_reactor(target)
+    assert seen["data"] == [[3, 3], [0, 0]]
+
+
+def test_numpy_array_sent_as_hdf(open_plant):
+    """An in-memory array sent with type HdfArraySpec is received as an h5py.Dataset."""
+    seen = Box()
+
+    @ReactorFunc
+    def producer(pipe):
+        pipe.send("as_hdf", np.arange(6).reshape(2, 3), specs.HdfArraySpec)
+
+    @ReactorFunc
+    def target(pipe):
+        ds = yield pipe.receive("as_hdf")
+        seen["type"] = type(ds)
+        seen["data"] = ds[...].tolist()
+        pipe.send("out", 1)
+
+    plant, _ = open_plant(reactors=[target, producer])
+    plant.run_reactor(target)
+    assert issubclass(seen["type"], h5py.Dataset)
+    assert seen["data"] == [[0, 1, 2], [3, 4, 5]]
