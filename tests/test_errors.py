@@ -243,3 +243,65 @@ def test_plant_usable_after_reactor_error(open_plant, hasher):
     plant.run_reactor(target)
     assert events.started == ["target"]
     assert plant.fetch_ingredient("t") == 1
+
+
+def test_plant_dir_under_a_file(tmp_path):
+    """A plantDir whose parent is a file cannot be created: PlantDirError."""
+    parent = tmp_path / "file_parent"
+    parent.write_text("x")
+    with pytest.raises(PlantDirError):
+        Plant(str(parent / "plant"))
+
+
+def test_allocating_a_non_allocatable_type(open_plant):
+    """Allocating a type that cannot be allocated (a simple value) raises AllocationError."""
+    from pyplant import Ingredient
+
+    @ReactorFunc
+    def alloc(pipe):
+        pipe.allocate("plain_value", Ingredient.Type.simple)
+        yield
+
+    plant, _ = open_plant(reactors=[alloc])
+    with pytest.raises(AllocationError, match="plain_value"):
+        plant.run_reactor(alloc)
+
+
+def test_temp_allocations_freed_when_reactor_raises(open_plant):
+    """Temp storage allocated by a reactor that raises is freed too."""
+    from pyplant import Ingredient
+    paths = []
+
+    @ReactorFunc
+    def crashing(pipe):
+        path = pipe.allocate_temp("scratch", Ingredient.Type.file)
+        with open(path, "w") as f:
+            f.write("partial")
+        paths.append(path)
+        raise BoomError("after allocating")
+        yield
+
+    plant, _ = open_plant(reactors=[crashing])
+    with pytest.raises(BoomError):
+        plant.run_reactor(crashing)
+    import os
+    assert paths and not os.path.exists(paths[0])
+
+
+def test_crashed_reactor_outputs_are_not_visible(open_plant):
+    """Values sent by a reactor that then raised are not stored as its results."""
+    from pyplant.errors import IngredientNotFoundError
+
+    @ReactorFunc
+    def half_done(pipe):
+        pipe.send("partial", 1)
+        raise BoomError("midway")
+        yield
+
+    plant, _ = open_plant(reactors=[half_done])
+    with pytest.raises(BoomError):
+        plant.run_reactor(half_done)
+    plant.shutdown()
+    plant2, _ = open_plant(reactors=[half_done])
+    with pytest.raises(IngredientNotFoundError):
+        plant2.fetch_ingredient("partial")

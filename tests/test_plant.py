@@ -961,3 +961,35 @@ def test_ingredient_moved_to_another_producer(open_plant, hasher):
     plant2.run_reactor(target)
     assert plant2.fetch_ingredient("out") == 20
     assert plant2.fetch_ingredient("b") == 20
+
+
+def test_plain_function_producer_event_order(open_plant):
+    """A plain-function producer's body runs after its reactor_started event, on demand."""
+    log = []
+
+    @ReactorFunc
+    def plain_up(pipe):
+        log.append("body:plain_up")
+        pipe.send("u", 1)
+
+    @ReactorFunc
+    def down(pipe):
+        log.append("body:down")
+        x = yield pipe.receive("u")
+        pipe.send("d", x)
+
+    plant, _ = open_plant(reactors=[down, plain_up])
+    plant.add_event_listener(Plant.EventType.reactor_started, lambda et, name, func: log.append(f"start:{name}"))
+    plant.run_reactor(down)
+    assert log == ["start:down", "body:down", "start:plain_up", "body:plain_up"]
+
+
+def test_plant_dir_as_pathlib_path(tmp_path):
+    """plantDir may be a pathlib.Path; a missing directory is created."""
+    a, b, c = chain_abc()
+    target_dir = tmp_path / "nested" / "plant"
+    with Plant(target_dir) as plant:
+        plant.add_reactors(a, b, c)
+        plant.run_reactor(c)
+        assert plant.fetch_ingredient("c") == 20
+    assert target_dir.is_dir()

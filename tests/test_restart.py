@@ -553,3 +553,39 @@ def test_reactor_mutating_a_global_list_is_cached_on_identical_rerun(tmp_path):
     second = result_of(run_script(script, plant_dir))
     assert second["started"] == ["target"]
     assert second["result"]["value"] == 5
+
+
+CYCLE = '''
+@ReactorFunc
+def ping(pipe):
+    y = yield pipe.receive("y")
+    pipe.send("x", y + 1)
+
+@ReactorFunc
+def pong(pipe):
+    x = yield pipe.receive("x")
+    pipe.send("y", x + 1)
+
+@ReactorFunc
+def target(pipe):
+    x = yield pipe.receive("x")
+    pipe.send("out", x)
+
+plant = open_plant()
+plant.add_reactors(target, ping, pong)
+try:
+    plant.run_reactor(target)
+except errors.PyPlantError as exc:
+    RESULT["error"] = type(exc).__name__
+    RESULT["message"] = str(exc)
+plant.shutdown()
+report()
+'''
+
+
+def test_dependency_cycle_terminates_with_an_error(tmp_path):
+    """Reactors waiting on each other raise a PyPlantError naming them instead of looping."""
+    script = write_script(tmp_path / "cycle.py", CYCLE)
+    out = result_of(run_script(script, tmp_path / "plant", timeout=60))
+    assert out["result"]["error"] == "DependencyCycleError"
+    assert "ping" in out["result"]["message"] and "pong" in out["result"]["message"]

@@ -408,6 +408,26 @@ def point_calls():
     return PointSpec.calls
 
 
+class BareInitSpec(PointSpec):
+    """A spec whose no-arg __init__ does not call super().__init__()."""
+
+    def __init__(self):
+        pass
+
+
+@pytest.mark.parametrize("spec_class", [PointSpec, BareInitSpec])
+def test_custom_spec_with_plain_init(open_plant, point_calls, spec_class):
+    """Custom specs work whether or not their __init__ calls IngredientTypeSpec.__init__."""
+    plant, _ = open_plant(reactors=point_reactors())
+    plant.warehouse.register_ingredient_specs([spec_class()])
+    plant.run_reactor("target")
+    plant.shutdown()
+    plant2, _ = open_plant(reactors=point_reactors())
+    plant2.warehouse.register_ingredient_specs([spec_class()])
+    assert plant2.fetch_ingredient("inferred") == Point(1, 2)
+    assert point_calls["fetch"] == 1
+
+
 def test_ingredient_type_spec_importable_from_both_places():
     """IngredientTypeSpec is importable from pyplant and from pyplant.specs (the same class)."""
     assert pyplant.IngredientTypeSpec is pyplant.specs.IngredientTypeSpec
