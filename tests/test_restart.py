@@ -589,3 +589,68 @@ def test_dependency_cycle_terminates_with_an_error(tmp_path):
     out = result_of(run_script(script, tmp_path / "plant", timeout=60))
     assert out["result"]["error"] == "DependencyCycleError"
     assert "ping" in out["result"]["message"] and "pong" in out["result"]["message"]
+
+
+HELPERS_A = '''
+from pyplant import SubreactorFunc
+
+@SubreactorFunc
+def normalize(pipe, name):
+    v = yield pipe.receive(name)
+    return v / 10
+'''
+
+HELPERS_B = '''
+from pyplant import SubreactorFunc
+
+@SubreactorFunc
+def normalize(pipe, name):
+    v = yield pipe.receive(name)
+    return v * 1000
+'''
+
+SAME_NAMED_SUBREACTORS = '''
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import helpers_a
+import helpers_b
+
+@ReactorFunc
+def raw(pipe):
+    pipe.send("raw", 50)
+
+@ReactorFunc
+def uses_a(pipe):
+    v = yield from helpers_a.normalize(pipe, "raw")
+    pipe.send("a", v)
+
+@ReactorFunc
+def uses_b(pipe):
+    v = yield from helpers_b.normalize(pipe, "raw")
+    pipe.send("b", v)
+
+@ReactorFunc
+def target(pipe):
+    a = yield pipe.receive("a")
+    b = yield pipe.receive("b")
+    RESULT["values"] = [a, b]
+    pipe.send("out", a + b)
+
+plant = open_plant()
+plant.add_reactors(target, uses_a, uses_b, raw)
+plant.run_reactor(target)
+plant.shutdown()
+report()
+'''
+
+
+def test_same_named_subreactors_in_two_modules_stay_cached(tmp_path):
+    """Two modules each defining a subreactor of the same name: an unchanged rerun is cached."""
+    (tmp_path / "helpers_a.py").write_text(HELPERS_A)
+    (tmp_path / "helpers_b.py").write_text(HELPERS_B)
+    script = write_script(tmp_path / "two_helpers.py", SAME_NAMED_SUBREACTORS)
+    plant_dir = tmp_path / "plant"
+    first = result_of(run_script(script, plant_dir))
+    assert first["result"]["values"] == [5.0, 50000]
+    second = result_of(run_script(script, plant_dir))
+    assert second["result"]["values"] == [5.0, 50000]
+    assert second["started"] == ["target"]

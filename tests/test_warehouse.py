@@ -326,8 +326,9 @@ def test_scipy_sparse_round_trip(open_plant):
         for name, matrix in sparse_values().items():
             pipe.send(name, matrix)
         pipe.send("explicit", sp.csr_matrix(np.eye(3)), specs.ScipySparseSpec)
+        pipe.send("csr_array", sp.csr_array(np.eye(2)))
 
-    target, received = sink_of("csr", "coo", "csc", "explicit")
+    target, received = sink_of("csr", "coo", "csc", "explicit", "csr_array")
     plant, _ = open_plant(reactors=[target, producer])
     plant.run_reactor(target)
     plant.shutdown()
@@ -337,9 +338,10 @@ def test_scipy_sparse_round_trip(open_plant):
     assert events.started == ["target"]
     for name, matrix in sparse_values().items():
         got = received[name]
-        assert sp.issparse(got) and got.format == name
+        assert type(got) is type(matrix) and got.format == name
         np.testing.assert_array_equal(got.toarray(), matrix.toarray())
     np.testing.assert_array_equal(received["explicit"].toarray(), np.eye(3))
+    assert type(received["csr_array"]) is sp.csr_array
 
 
 def test_keras_model_spec_round_trip(open_plant):
