@@ -654,3 +654,44 @@ def test_same_named_subreactors_in_two_modules_stay_cached(tmp_path):
     second = result_of(run_script(script, plant_dir))
     assert second["result"]["values"] == [5.0, 50000]
     assert second["started"] == ["target"]
+
+
+LAMBDA_CONFIG = '''
+@ReactorFunc
+def fn_reader(pipe, config):
+    pipe.send("f", config.fn(21))
+
+@ReactorFunc
+def other_reader(pipe, config):
+    pipe.send("o", config.other)
+
+@ReactorFunc
+def target(pipe):
+    f = yield pipe.receive("f")
+    o = yield pipe.receive("o")
+    RESULT["values"] = [f, o]
+    pipe.send("t", [f, o])
+
+plant = open_plant({"fn": lambda v: v * 2, "other": 1})
+plant.add_reactors(target, fn_reader, other_reader)
+plant.run_reactor(target)
+plant.shutdown()
+report()
+'''
+
+
+def test_lambda_in_config_compared_by_its_own_code(tmp_path):
+    """A lambda in the config re-runs its reader only when the lambda itself changes."""
+    script = write_script(tmp_path / "lambda_conf.py", LAMBDA_CONFIG)
+    plant_dir = tmp_path / "plant"
+    assert result_of(run_script(script, plant_dir))["result"]["values"] == [42, 1]
+    same = result_of(run_script(script, plant_dir))
+    assert same["started"] == ["target"]
+    edit(script, '"other": 1', '"other": 2')
+    other_changed = result_of(run_script(script, plant_dir))
+    assert other_changed["result"]["values"] == [42, 2]
+    assert other_changed["started"] == ["target", "other_reader"]
+    edit(script, "lambda v: v * 2", "lambda v: v * 3")
+    fn_changed = result_of(run_script(script, plant_dir))
+    assert fn_changed["result"]["values"] == [63, 2]
+    assert fn_changed["started"] == ["target", "fn_reader"]
