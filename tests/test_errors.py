@@ -305,3 +305,25 @@ def test_crashed_reactor_outputs_are_not_visible(open_plant):
     plant2, _ = open_plant(reactors=[half_done])
     with pytest.raises(IngredientNotFoundError):
         plant2.fetch_ingredient("partial")
+
+
+def test_producer_removed_from_plant(open_plant):
+    """When the only producer of an ingredient is no longer added, receiving it raises
+    IngredientNotFoundError naming the consumer and the ingredient (no stale value)."""
+
+    @ReactorFunc
+    def producer(pipe):
+        pipe.send("gone", 1)
+
+    @ReactorFunc
+    def consumer(pipe):
+        v = yield pipe.receive("gone")
+        pipe.send("out", v)
+
+    plant, _ = open_plant(reactors=[consumer, producer])
+    plant.run_reactor(consumer)
+    plant.shutdown()
+    plant2, _ = open_plant(reactors=[consumer])
+    with pytest.raises(IngredientNotFoundError) as info:
+        plant2.run_reactor(consumer)
+    assert "consumer" in str(info.value) and "gone" in str(info.value)

@@ -262,6 +262,7 @@ def test_subreactor_returns_values_sends_and_receives_for_caller(open_plant):
     assert plant.fetch_ingredient("status") == "sent"
     assert plant.fetch_ingredient("final") == 11
     assert events.started == ["final", "user", "source"]
+    assert events.of("subreactor_started") == ["load", "publish"]
 
 
 def test_subreactor_started_fires_on_every_call_nested_too(open_plant):
