@@ -173,3 +173,48 @@ def test_plant_reruns_after_real_edit(tmp_path):
     started, result = plant_with(tmp_path, plant_dir, "r_changed", CHANGED_VARIANTS["constant"])
     assert result == 3
     assert "step" in started
+
+
+RELOAD_SOURCE = '''
+from pyplant import ReactorFunc
+
+@ReactorFunc
+def reload_prod(pipe):
+    pipe.send("x", 1)
+
+@ReactorFunc
+def reload_cons(pipe):
+    x = yield pipe.receive("x")
+    pipe.send("y", x)
+'''
+
+
+def test_edit_and_reload_in_same_process_reruns(tmp_path, monkeypatch):
+    """A module edited on disk and reloaded in the same process (a notebook) re-runs what changed."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    module_path = tmp_path / "reload_me_pipeline.py"
+    module_path.write_text(RELOAD_SOURCE)
+    module = importlib.import_module("reload_me_pipeline")
+    try:
+        plant_dir = tmp_path / "plant"
+        with Plant(str(plant_dir)) as plant:
+            plant.add_reactors(module.reload_cons, module.reload_prod)
+            plant.run_reactor("reload_cons")
+            assert plant.fetch_ingredient("y") == 1
+
+        module_path.write_text(RELOAD_SOURCE.replace('pipe.send("x", 1)', 'pipe.send("x", 1000)'))
+        Plant._clear_global_state()
+        module = importlib.reload(module)
+        started = []
+        with Plant(str(plant_dir)) as plant:
+            plant.add_event_listener(Plant.EventType.reactor_started, lambda e, n, f: started.append(n))
+            plant.add_reactors(module.reload_cons, module.reload_prod)
+            plant.run_reactor("reload_cons")
+            assert plant.fetch_ingredient("y") == 1000
+        assert started == ["reload_cons", "reload_prod"]
+    finally:
+        sys.modules.pop("reload_me_pipeline", None)
