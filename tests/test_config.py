@@ -356,3 +356,47 @@ def test_config_outside_reactor_is_writable_and_missing_raises():
     assert (config.a, config.b) == (2, 3)
     with pytest.raises(ConfigError, match="zzz"):
         config.zzz
+
+
+def test_callable_params_with_different_closures(open_plant):
+    """Two closures of one factory capturing different values are different config values."""
+
+    @ReactorFunc
+    def reader(pipe, config):
+        pipe.send("read", config.fn(10))
+
+    @ReactorFunc
+    def target(pipe):
+        r = yield pipe.receive("read")
+        pipe.send("result", r)
+
+    reactors = [target, reader]
+    run_with(open_plant, {"fn": make_callable(1)}, reactors)
+    plant, events = run_with(open_plant, {"fn": make_callable(2)}, reactors)
+    assert plant.fetch_ingredient("result") == 12
+    assert events.started == ["target", "reader"]
+
+
+def test_partial_params_compared_by_arguments(open_plant):
+    """functools.partial config values differ when their bound arguments differ."""
+    import functools
+
+    @ReactorFunc
+    def reader(pipe, config):
+        pipe.send("read", config.fn(10))
+
+    @ReactorFunc
+    def target(pipe):
+        r = yield pipe.receive("read")
+        pipe.send("result", r)
+
+    def add(a, b):
+        return a + b
+
+    reactors = [target, reader]
+    run_with(open_plant, {"fn": functools.partial(add, 1)}, reactors)
+    _, events = run_with(open_plant, {"fn": functools.partial(add, 1)}, reactors)
+    assert events.started == ["target"]
+    plant, events = run_with(open_plant, {"fn": functools.partial(add, 5)}, reactors)
+    assert plant.fetch_ingredient("result") == 15
+    assert events.started == ["target", "reader"]
