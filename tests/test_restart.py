@@ -695,3 +695,38 @@ def test_lambda_in_config_compared_by_its_own_code(tmp_path):
     fn_changed = result_of(run_script(script, plant_dir))
     assert fn_changed["result"]["values"] == [63, 2]
     assert fn_changed["started"] == ["target", "fn_reader"]
+
+
+CALLABLE_WITH_GLOBAL = '''
+FACTOR = 2
+
+def scale(v):
+    return v * FACTOR
+
+@ReactorFunc
+def reader(pipe, config):
+    pipe.send("value", config.fn(21))
+
+@ReactorFunc
+def target(pipe):
+    v = yield pipe.receive("value")
+    RESULT["value"] = v
+    pipe.send("out", v)
+
+plant = open_plant({"fn": scale})
+plant.add_reactors(target, reader)
+plant.run_reactor(target)
+plant.shutdown()
+report()
+'''
+
+
+def test_callable_in_config_sees_its_global_constants(tmp_path):
+    """A config function whose module constant changed gives a new result, not a stale one."""
+    script = write_script(tmp_path / "fnglobal.py", CALLABLE_WITH_GLOBAL)
+    plant_dir = tmp_path / "plant"
+    assert result_of(run_script(script, plant_dir))["result"]["value"] == 42
+    edit(script, "FACTOR = 2", "FACTOR = 3")
+    changed = result_of(run_script(script, plant_dir))
+    assert changed["result"]["value"] == 63
+    assert changed["started"] == ["target", "reader"]
