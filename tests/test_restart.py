@@ -730,3 +730,37 @@ def test_callable_in_config_sees_its_global_constants(tmp_path):
     changed = result_of(run_script(script, plant_dir))
     assert changed["result"]["value"] == 63
     assert changed["started"] == ["target", "reader"]
+
+
+PLAIN_HELPER = '''
+def helper(v):
+    return v + 1  # HELPER
+
+@ReactorFunc
+def uses_helper(pipe):
+    pipe.send("value", helper(1))
+
+@ReactorFunc
+def target(pipe):
+    v = yield pipe.receive("value")
+    RESULT["value"] = v
+    pipe.send("out", v)
+
+plant = open_plant()
+plant.add_reactors(target, uses_helper)
+plant.run_reactor(target)
+plant.shutdown()
+report()
+'''
+
+
+def test_editing_a_plain_helper_function_reruns_its_caller(tmp_path):
+    """A reactor calling an edited plain helper function re-runs (no stale result)."""
+    script = write_script(tmp_path / "helper.py", PLAIN_HELPER)
+    plant_dir = tmp_path / "plant"
+    assert result_of(run_script(script, plant_dir))["result"]["value"] == 2
+    assert result_of(run_script(script, plant_dir))["started"] == ["target"]
+    edit(script, "return v + 1  # HELPER", "return v + 5  # HELPER")
+    changed = result_of(run_script(script, plant_dir))
+    assert changed["result"]["value"] == 6
+    assert changed["started"] == ["target", "uses_helper"]
