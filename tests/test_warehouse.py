@@ -686,3 +686,31 @@ def test_numpy_array_sent_as_hdf(open_plant):
     plant.run_reactor(target)
     assert issubclass(seen["type"], h5py.Dataset)
     assert seen["data"] == [[0, 1, 2], [3, 4, 5]]
+
+
+def _object_array():
+    arr = np.empty(2, dtype=object)
+    arr[0], arr[1] = "a", (1, 2)
+    return arr
+
+
+@pytest.mark.parametrize("value, expected", [
+    pytest.param([[1, 2], [3, 4]], np.array([[1, 2], [3, 4]]), id="nested-list"),
+    pytest.param((1.5, 2.5), np.array([1.5, 2.5]), id="tuple"),
+    pytest.param(_object_array(), _object_array(), id="object-dtype"),
+])
+def test_array_type_accepts_array_likes(open_plant, value, expected):
+    """A value sent with Ingredient.Type.array (an array-like) is received as an equal NumPy array."""
+
+    @ReactorFunc
+    def producer(pipe):
+        pipe.send("arr", value, Ingredient.Type.array)
+
+    target, received = sink_of("arr")
+    plant, _ = open_plant(reactors=[target, producer])
+    plant.run_reactor(target)
+    plant.shutdown()
+    plant2, _ = open_plant(reactors=[target, producer])
+    got = plant2.fetch_ingredient("arr")
+    assert isinstance(got, np.ndarray)
+    assert got.shape == expected.shape and got.tolist() == expected.tolist()
