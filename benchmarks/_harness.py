@@ -9,6 +9,7 @@ GB/s = 10^9 bytes/s, RSS in MiB (2^20 bytes).  Array sizes are given in MiB / Gi
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -146,7 +147,7 @@ class Context:
             tail = '\n'.join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
             print('  FAILED', file=sys.stderr)
             self.errors.append((impl, label, tail))
-            return Failed(tail.splitlines()[-1] if tail else 'exit code {}'.format(proc.returncode))
+            return Failed(_exception_line(tail) or 'exit code {}'.format(proc.returncode))
         print('  {:.2f} s'.format(wall), file=sys.stderr)
         result = json.loads(lines[-1][len(RESULT_MARK):])
         result['wall_s'] = wall
@@ -161,6 +162,13 @@ def best_of(runs, key='seconds'):
     if any(not isinstance(r, dict) for r in runs):
         return next(r for r in runs if not isinstance(r, dict))
     return min(runs, key=lambda r: r[key])
+
+
+def _exception_line(tail):
+    """The 'SomeError: message' line of a traceback (the last one), else the last line."""
+    lines = tail.splitlines()
+    found = [l for l in lines if re.match(r'[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b', l)]
+    return (found or lines or [''])[-1]
 
 
 def settle():
