@@ -61,7 +61,8 @@ def run(ctx):
             module = 'chain_{}'.format(n)
             failed = None
             for phase in PHASES:
-                write_module(work, module, source(n, kind, edited=(phase == 'edit')))
+                if phase != 'warm':  # the warm run sees the very file (and .pyc) of the cold one
+                    write_module(work, module, source(n, kind, edited=(phase == 'edit')))
                 res = failed or ctx.run(impl, '_generated', kind=kind, module_dir=str(work), module=module,
                                         store_dir=str(work / 'store'), phase=phase)
                 failed = res if isinstance(res, h.Failed) else failed
