@@ -102,7 +102,8 @@ def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
 
 
 def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | None) -> str:
-    text = _raw_source(func, code)
+    # A lambda shares its line with other code: its compiled form is its identity.
+    text = None if code.co_name == "<lambda>" else _raw_source(func, code)
     if text is None:
         return digest("bytecode", _bytecode_fingerprint(code))
     memo_key = digest("raw-source", text)
@@ -121,6 +122,7 @@ def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | No
 
 def _raw_source(func: Callable, code: types.CodeType) -> str | None:
     """The source lines that hold ``func``, read through linecache (works for IPython cells)."""
+    linecache.checkcache(code.co_filename)  # a file edited and reloaded in this process
     lines = linecache.getlines(code.co_filename, getattr(func, "__globals__", None))
     if not lines:
         return None

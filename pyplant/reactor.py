@@ -24,11 +24,11 @@ class ReactorInfo:
 
 
 class SubreactorListener(Protocol):
-    def on_subreactor(self, name: str, func: Callable) -> None: ...
+    def on_subreactor(self, name: str, key: str, func: Callable) -> None: ...
 
 
 # Process-wide registries, as in PyPlant: every @ReactorFunc in definition order, and the
-# latest @SubreactorFunc by name (their code is looked up by name when verifying traces).
+# latest @SubreactorFunc by module.qualname (looked up when verifying traces).
 _reactor_functions: list[Callable] = []
 _subreactor_functions: dict[str, Callable] = {}
 # The run whose generator is being stepped right now (set by the scheduler around each step).
@@ -71,13 +71,14 @@ def SubreactorFunc(func: Callable | None = None, *, version: str | None = None) 
     if not callable(func):
         raise ReactorDefinitionError(f"@SubreactorFunc needs a function, got {func!r}")
     name = func.__name__
-    _subreactor_functions[name] = func
+    key = subreactor_key(func)
+    _subreactor_functions[key] = func
     is_generator = inspect.isgeneratorfunction(func)
 
     @functools.wraps(func)
     def _pyplant_subreactor_wrapper(*args: Any, **kwargs: Any) -> Generator:
         if _active:
-            _active[-1].on_subreactor(name, func)
+            _active[-1].on_subreactor(name, key, func)
         if is_generator:
             return (yield from func(*args, **kwargs))
         return func(*args, **kwargs)
@@ -102,8 +103,14 @@ def registered_reactors() -> list[Callable]:
     return list(latest.values())
 
 
-def subreactor_function(name: str) -> Callable | None:
-    return _subreactor_functions.get(name)
+def subreactor_key(func: Callable) -> str:
+    """Subreactors are known by module and qualified name: two modules may both define one
+    called ``normalize``."""
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def subreactor_function(key: str) -> Callable | None:
+    return _subreactor_functions.get(key)
 
 
 def clear_registries() -> None:

@@ -117,8 +117,8 @@ class ReactorRun:
             self(param, value)
         return value
 
-    def on_subreactor(self, name: str, func: Callable) -> None:
-        self.subreactors[name] = func
+    def on_subreactor(self, name: str, key: str, func: Callable) -> None:
+        self.subreactors[key] = func
         self.scheduler.plant._trigger_event("subreactor_started", name)
 
     def send(self, name: str, value: Any, key: str | None) -> None:
@@ -303,9 +303,13 @@ class Scheduler:
     def config_token(self, param: str, value: Any) -> str:
         token = self.config_tokens.get(param)
         if token is None:
-            token = hashing.stable_token(value, self.plant._code_hash)
+            token = hashing.stable_token(value, self._deep_code_hash)
             self.config_tokens[param] = token
         return token
+
+    def _deep_code_hash(self, func: Callable) -> str:
+        """A callable in the config counts with all it reaches: closure cells, helpers, globals."""
+        return hashing.combine("codemap", self.mapper.code_map(func).items())
 
     def _settle_cached(self, node: Node, trace: Trace) -> None:
         node.status, node.trace = Status.CACHED, trace

@@ -103,7 +103,7 @@ def _generator():
 @pytest.mark.parametrize("make_value", [
     pytest.param(lambda: _generator(), id="generator"),
     pytest.param(lambda: {"nested": [_generator()]}, id="nested-generator"),
-    pytest.param(lambda: threading.Lock(), id="lock"),
+    pytest.param(lambda: threading.local(), id="thread-local"),
 ])
 def test_unpicklable_value_raises_serialization_error(open_plant, make_value):
     """Sending a value that cannot be stored raises SerializationError naming the ingredient."""

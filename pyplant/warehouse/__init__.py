@@ -127,6 +127,9 @@ class Warehouse:
         """
         try:
             if key == "array":
+                value = np.asarray(value)
+                if value.dtype.hasobject:  # .npy cannot hold objects without pickle
+                    return self._store_pickled(name, value, "object")
                 return self._store_array(name, value)
             if key == "file":
                 return self._store_file(name, value, allocated)
