@@ -57,11 +57,11 @@ TARGET = "report"
 @dataclass(frozen=True)
 class Sizes:
     """Workload sizes. ``big_n`` float32 elements (4 bytes each) for the big array."""
-    big_n: int = 64 * 1024 * 1024       # 256 MB
-    chain_len: int = 150
-    hdf_rows: int = 4096
-    hdf_cols: int = 4096                # 64 MB of float32
-    hdf_block: int = 64                 # rows written per slice
+    big_n: int = 50 * 1024 * 1024       # 200 MB
+    chain_len: int = 200
+    hdf_rows: int = 8192
+    hdf_cols: int = 2048                # 64 MB of float32
+    hdf_block: int = 32                 # rows written per slice
 
 
 FULL = Sizes()
@@ -150,7 +150,7 @@ def fill_h(pipe, config):
     cols = np.arange(HDF_COLS, dtype=np.float32)
     for r0 in range(0, HDF_ROWS, HDF_BLOCK):
         rows = np.arange(r0, min(r0 + HDF_BLOCK, HDF_ROWS), dtype=np.float32)[:, None]
-        h[r0:r0 + len(rows)] = rows * np.float32(salt + 2) + cols
+        h[r0:r0 + len(rows)] = np.sqrt(rows * np.float32(salt + 2) + cols)
     pipe.send("h", h, specs.HdfArraySpec)
 
 
