@@ -330,7 +330,7 @@ class Workload:
         self.count = 0
 
     def run(self, plant_dir: Path, config: dict, kill_after: float | None = None,
-            sig: int = signal.SIGKILL, timeout: float = 600) -> Run:
+            sig: int = signal.SIGKILL, timeout: float = 600, env: dict | None = None) -> Run:
         """Run once; with ``kill_after``, send ``sig`` that many seconds after the workload is
         ready (imports done, the plant about to open), if it is still running."""
         self.count += 1
@@ -342,7 +342,7 @@ class Workload:
         signalled = timed_out = False
         with open(out, "wb") as fout, open(err, "wb") as ferr:
             proc = subprocess.Popen([sys.executable, str(self.script), str(plant_dir), str(log),
-                                     json.dumps(config)], stdout=fout, stderr=ferr, env=self.env,
+                                     json.dumps(config)], stdout=fout, stderr=ferr, env={**self.env, **(env or {})},
                                     cwd=str(self.workdir))
             try:
                 if kill_after is not None:
@@ -363,6 +363,8 @@ class Workload:
                 proc.wait()
                 raise
         elapsed = time.monotonic() - began
+        # a process that exited just before the signal was sent (Popen skips the signal then)
+        signalled = signalled and proc.returncode != 0
         started, finished, work = read_log(log)
         run = Run(proc.returncode, out.read_text(), err.read_text(), started, finished, elapsed, work,
                   signalled, timed_out)
@@ -447,6 +449,7 @@ class KillDriver:
         self.until_reset = 0
         self.counters = Counters()
         self.log = log or (lambda msg: None)
+        self.after_signal = None  # f(run, plant_dir), called after each signalled run
 
     # --- references ---
 
@@ -524,6 +527,8 @@ class KillDriver:
                 c.corrupt += 1
                 self._note(f"{where}: the signalled run ended badly (rc {killed.returncode}):\n"
                            f"{_tail(killed.stderr)}")
+            if self.after_signal is not None:
+                self.after_signal(killed, self.plant_dir)
         else:
             c.completed_before_signal += 1
             where += ", completed before it)"
@@ -560,10 +565,12 @@ class KillDriver:
             return run.returncode == -signal.SIGKILL
         if run.returncode == 0:
             return run.problem() is None  # it finished while the signal was delivered
+        if run.returncode == -signal.SIGINT and not run.stderr and run.result is not None:
+            return True  # landed in interpreter finalization, after the results: default action
         # SIGINT: a KeyboardInterrupt propagating out of the plant, and nothing else
-        lines = [ln for ln in run.stderr.strip().splitlines() if ln.strip()]
-        return (run.returncode in (-signal.SIGINT, 1, 130) and bool(lines)
-                and lines[-1].startswith("KeyboardInterrupt"))
+        return (run.returncode in (-signal.SIGINT, 1, 130)
+                and final_exception(run.stderr) == "KeyboardInterrupt"
+                and run.stderr.count("Traceback (most recent call last)") == 1)
 
     def _note(self, msg: str) -> None:
         self.counters.details.append(msg)
@@ -579,6 +586,18 @@ class KillDriver:
                 self.log(f"[{time.monotonic() - began:7.1f} s] cycles {c.cycles}, "
                          f"completed before the signal {c.completed_before_signal}, {c.line()}")
         return self.counters
+
+
+def final_exception(stderr: str) -> str | None:
+    """The exception line of the last traceback on ``stderr`` (its notes follow it)."""
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return None
+    for line in lines[starts[-1] + 1:]:
+        if line and not line.startswith(" "):
+            return line
+    return None
 
 
 def _tail(text: str, lines: int = 25) -> str:

@@ -30,8 +30,9 @@ def test_random_kills(tmp_path):
 
 def test_kill_while_big_array_is_written_then_rerun(tmp_path):
     """Killed while 'big' is being written: the re-run starts gen_big again (it never finished),
-    the first result equals a from-scratch run, and no partial blob is ever visible."""
-    workload = Workload(tmp_path / "work", SMALL)
+    the first result equals a from-scratch run, and no partial blob is ever visible.
+    (Reactors pinned with ``version=``: this test is about crashes, not code hashing.)"""
+    workload = Workload(tmp_path / "work", SMALL, pin_code=True)
     config = {"big": 1, "chain": 1, "hdf": 1}
     reference = workload.run(tmp_path / "scratch", config)
     assert reference.problem() is None, reference.stderr
@@ -52,8 +53,8 @@ def test_kill_while_big_array_is_written_then_rerun(tmp_path):
 
 def test_finished_line_means_committed(tmp_path):
     """Every reactor whose 'finished' line reached the log of a killed run is verified, not
-    run, by the next run (reactor_finished fires after the LMDB commit)."""
-    workload = Workload(tmp_path / "work", SMALL)
+    run, by the next run (reactor_finished fires after the LMDB commit). Pinned code, as above."""
+    workload = Workload(tmp_path / "work", SMALL, pin_code=True)
     config = {"big": 2, "chain": 2, "hdf": 2}
     plant = tmp_path / "plant"
     clean = workload.run(tmp_path / "scratch", config)
@@ -76,3 +77,25 @@ def test_finished_line_means_committed(tmp_path):
     # commit and its 'finished' line)
     unfinished = set(kill_driver.reactor_names(SMALL)) - killed.finished
     assert len(unfinished - set(rerun.started)) <= 1, sorted(unfinished - set(rerun.started))
+
+
+def test_rerun_in_other_processes_verifies_everything(tmp_path):
+    """The kill workload run to completion, then re-run by new processes (each with its own
+    PYTHONHASHSEED, as every Python process has by default) on copies of the plant directory:
+    each re-run starts only the target. A reactor's code hash must not depend on the process;
+    if it does, every re-run after a kill may re-run finished reactors (counted as 'lost')."""
+    workload = Workload(tmp_path / "work", SMALL)
+    config = {"big": 0, "chain": 0, "hdf": 0}
+    first = workload.run(tmp_path / "plant", config, env={"PYTHONHASHSEED": "0"})
+    assert first.problem() is None, first.stderr
+    reran = {}
+    for seed in range(1, 17):
+        copy = tmp_path / f"copy{seed}"
+        shutil.copytree(tmp_path / "plant", copy)
+        again = workload.run(copy, config, env={"PYTHONHASHSEED": str(seed)})
+        assert again.problem() is None, again.stderr
+        assert again.result == first.result
+        if again.started != [TARGET]:
+            reran[seed] = again.reasons
+        shutil.rmtree(copy)
+    assert reran == {}, f"re-runs by PYTHONHASHSEED: {json.dumps(reran, indent=1)}"
