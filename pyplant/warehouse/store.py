@@ -11,6 +11,7 @@ Identical content is written once: a blob whose name exists is complete, and is 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from typing import Callable, IO
 
@@ -20,6 +21,9 @@ from .. import hashing
 
 # Arrays below this size are read into memory; larger ones are memory-mapped.
 MMAP_MIN_BYTES = 1 << 20
+# Arrays from this size on are hashed in a thread while being written, in chunks of:
+PARALLEL_MIN_BYTES = 64 << 20
+WRITE_CHUNK_BYTES = 16 << 20
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None], durable: bool) -> None:
@@ -86,12 +90,56 @@ class BlobStore:
         return self._put(content_hash, suffix, lambda f: f.write(data))
 
     def put_array(self, arr: np.ndarray) -> tuple[str, str]:
-        """Store an array as .npy; returns (content hash, location). Hashing the buffer first
-        lets an identical re-sent array skip the write entirely."""
-        content_hash = hashing.array_hash(arr)
-        location = self._put(content_hash, ".npy",
-                             lambda f: np.lib.format.write_array(f, arr, allow_pickle=False))
-        return content_hash, location
+        """Store an array as .npy; returns (content hash, location).
+
+        A large C-ordered array is hashed in a thread while it is written (xxhash releases the
+        GIL), so the hash costs nothing beside the write; as soon as the hash is known and
+        its blob already exists (an identical array sent again), the write stops.
+        """
+        if arr.nbytes < PARALLEL_MIN_BYTES or not arr.flags.c_contiguous:
+            content_hash = hashing.array_hash(arr)
+            location = self._put(content_hash, ".npy",
+                                 lambda f: np.lib.format.write_array(f, arr, allow_pickle=False))
+            return content_hash, location
+        return self._put_array_hashing_aside(arr)
+
+    def _put_array_hashing_aside(self, arr: np.ndarray) -> tuple[str, str]:
+        found: list[str] = []
+        hasher = threading.Thread(target=lambda: found.append(hashing.array_hash(arr)), daemon=True)
+        hasher.start()
+        tmp = os.path.join(self.root, f"array.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            complete = self._write_unless_known(tmp, arr, found)
+            hasher.join()
+            location = self.location(found[0], ".npy")
+            path = self.abspath(location)
+            if not complete or os.path.exists(path):
+                _remove_quietly(tmp)
+            else:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.replace(tmp, path)
+                if self.durable:
+                    fsync_dir(os.path.dirname(path))
+        except BaseException:
+            hasher.join()
+            _remove_quietly(tmp)
+            raise
+        return found[0], location
+
+    def _write_unless_known(self, tmp: str, arr: np.ndarray, found: list[str]) -> bool:
+        """Write ``arr`` as .npy to ``tmp``; False when it stopped because the blob exists."""
+        data = memoryview(arr).cast("B")
+        with open(tmp, "wb") as f:
+            header = np.lib.format.header_data_from_array_1_0(arr)
+            np.lib.format.write_array_header_2_0(f, header)
+            for start in range(0, len(data), WRITE_CHUNK_BYTES):
+                if found and os.path.exists(self.abspath(self.location(found[0], ".npy"))):
+                    return False
+                f.write(data[start:start + WRITE_CHUNK_BYTES])
+            if self.durable:
+                f.flush()
+                os.fsync(f.fileno())
+        return True
 
     def _put(self, content_hash: str, suffix: str, write: Callable[[IO[bytes]], None]) -> str:
         location = self.location(content_hash, suffix)
