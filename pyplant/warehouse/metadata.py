@@ -104,6 +104,23 @@ _envs: dict[str, _Shared] = {}
 _envs_lock = threading.Lock()
 
 
+@contextlib.contextmanager
+def _flock(fd: int, path: str) -> Iterator[None]:
+    """Hold the plant's write lock; a writer that must wait says so in the log."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        logger.info("waiting for another process writing to %s", path)
+        began = time.monotonic()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        logger.info("proceeding after waiting %.2f s for the write lock of %s",
+                    time.monotonic() - began, path)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def _open_env(path: str, durable: bool) -> lmdb.Environment:
     """Open the environment; garbage in its place is moved aside (every reactor will re-run,
     the blobs stay and are reused by content hash) with a warning."""
@@ -166,7 +183,9 @@ class MetadataStore:
             if shared is None:
                 env = _open_env(self.path, durable)
                 lock_fd = os.open(os.path.join(self.path, "write.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-                shared = _Shared(env, lock_fd, dbs={name: env.open_db(name) for name in _DBS})
+                with _flock(lock_fd, self.path):  # open_db takes LMDB's write lock
+                    dbs = {name: env.open_db(name) for name in _DBS}
+                shared = _Shared(env, lock_fd, dbs=dbs)
                 _envs[self.path] = shared
             shared.users += 1
         self._shared = shared
@@ -330,21 +349,9 @@ class MetadataStore:
         LMDB would block a second writer silently; taking our own lock first lets a writer that
         must wait say so. Write transactions last milliseconds: a long reactor holds none.
         """
-        with self._shared.thread_lock:
-            fd = self._shared.lock_fd
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                logger.info("waiting for another process writing to %s", self.path)
-                began = time.monotonic()
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                logger.info("proceeding after waiting %.2f s for the write lock of %s",
-                            time.monotonic() - began, self.path)
-            try:
-                with self.env.begin(write=True) as txn:
-                    yield txn
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+        with self._shared.thread_lock, _flock(self._shared.lock_fd, self.path):
+            with self.env.begin(write=True) as txn:
+                yield txn
 
     def close(self) -> None:
         if self._closed:
