@@ -19,7 +19,8 @@ One cycle: pick a config (some parts changed), start the workload, kill it with 
 a delay uniform over the run time of a clean run, then re-run it to completion in a new
 process and check
 
-* corrupt: the re-run failed (non-zero exit, a traceback on stderr, no result printed);
+* corrupt: the re-run failed (non-zero exit, a traceback on stderr, a warning or an error
+           logged by the plant, no result printed);
 * stale:   the re-run's results (hashes and sums of every ingredient, read back with
            ``plant.fetch_ingredient``) differ from a from-scratch run of the same config in a
            fresh plant directory;
@@ -313,6 +314,9 @@ class Run:
             return f"exit code {self.returncode}"
         if "Traceback" in self.stderr:
             return "traceback on stderr"
+        logged = [ln for ln in self.stderr.splitlines() if ln.startswith(("WARNING ", "ERROR ", "CRITICAL "))]
+        if logged:  # e.g. a damaged trace skipped, metadata moved aside, a version recomputed
+            return f"the plant logged {logged[0]!r}"
         if self.result is None:
             return "no result printed"
         return None
@@ -415,6 +419,8 @@ def phase_of(run: Run) -> str:
     if not running:
         return "between reactors"
     name = running[-1]
+    if name == TARGET:  # the target waits on the stack while its producers are verified or run
+        return "between reactors"
     return "chain" if name.startswith("c") and name[1:].isdigit() else name
 
 
@@ -422,7 +428,7 @@ class KillDriver:
     """Kill cycles on one plant directory; see the module docstring.
 
     Config: each part (``big``, ``chain``, ``hdf``) has a salt read by its first reactor; a
-    cycle changes each part with probability 0.7, mostly to a salt not used since the last
+    cycle changes each part with probability 0.85, mostly to a salt not used since the last
     reset (so that part runs), sometimes back to an earlier one (its old traces verify again).
 
     References: the parts are independent by construction (no reactor receives from another
@@ -490,10 +496,10 @@ class KillDriver:
 
     def _next_config(self) -> dict:
         config = dict(self.config)
-        parts = [p for p in PARTS if self.rng.random() < 0.7] or [self.rng.choice(PARTS)]
+        parts = [p for p in PARTS if self.rng.random() < 0.85] or [self.rng.choice(PARTS)]
         for part in parts:
             earlier = sorted(self.used[part] - {config[part]})
-            if earlier and self.rng.random() < 0.2:
+            if earlier and self.rng.random() < 0.15:
                 config[part] = self.rng.choice(earlier)  # back to an earlier salt: A -> B -> A
             else:
                 config[part] = min(set(range(len(self.used[part]) + 2)) - self.used[part] - {config[part]})

@@ -6,12 +6,13 @@ cleanly. The driver and its workload live in ``kill_driver.py``; ``python -m tes
 """
 from __future__ import annotations
 
+import glob
 import json
 import shutil
 import time
 
 import kill_driver
-from kill_driver import SMALL, TARGET, KillDriver, Workload
+from kill_driver import SMALL, TARGET, KillDriver, Sizes, Workload
 
 
 def test_random_kills(tmp_path):
@@ -29,21 +30,26 @@ def test_random_kills(tmp_path):
 
 
 def test_kill_while_big_array_is_written_then_rerun(tmp_path):
-    """Killed while 'big' is being written: the re-run starts gen_big again (it never finished),
-    the first result equals a from-scratch run, and no partial blob is ever visible.
-    (Reactors pinned with ``version=``: this test is about crashes, not code hashing.)"""
-    workload = Workload(tmp_path / "work", SMALL, pin_code=True)
+    """Killed while the 128 MB 'big' array is being written (a temp blob on disk proves it):
+    the partial write is never visible, the re-run starts gen_big again (it never finished)
+    and ends with the from-scratch result. (Reactors pinned with ``version=``: this test is
+    about crashes, not code hashing.)"""
+    sizes = Sizes(big_n=32 * 1024 * 1024, chain_len=5, hdf_rows=256, hdf_cols=256, hdf_block=32)
+    workload = Workload(tmp_path / "work", sizes, pin_code=True)
     config = {"big": 1, "chain": 1, "hdf": 1}
     reference = workload.run(tmp_path / "scratch", config)
     assert reference.problem() is None, reference.stderr
     plant = tmp_path / "plant"
-    # gen_big starts first after the plant opens; kill it almost at once
-    for delay in (0.02, 0.05, 0.1):
-        killed = workload.run(plant, config, kill_after=delay)
-        if killed.signalled and "gen_big" not in killed.finished:
+    tries = []
+    for fraction in [0.05 * i for i in range(1, 20)] * 2:  # gen_big runs first: early on
+        shutil.rmtree(plant, ignore_errors=True)
+        killed = workload.run(plant, config, kill_after=reference.work * fraction)
+        temps = glob.glob(str(plant / "blobs" / "**" / "*.tmp-*"), recursive=True)
+        tries.append((round(fraction, 2), killed.signalled, sorted(killed.finished), len(temps)))
+        if killed.signalled and "gen_big" in killed.started and "gen_big" not in killed.finished and temps:
             break
     else:
-        raise AssertionError("could not kill the workload before gen_big finished")
+        raise AssertionError(f"never killed while 'big' was written: {tries}")
     rerun = workload.run(plant, config)
     assert rerun.problem() is None, rerun.stderr
     assert rerun.result == reference.result
