@@ -54,10 +54,20 @@ def pause():
         time.sleep(float(seconds))
 
 
+def hold_after_send():
+    """With SEND_MARK set: say so in that file, then sleep SEND_SLEEP seconds."""
+    mark = os.environ.get("SEND_MARK")
+    if mark:
+        with open(mark, "w") as f:
+            f.write("sent")
+        time.sleep(float(os.environ["SEND_SLEEP"]))
+
+
 @ReactorFunc
 def base(pipe, config):
     pause()
     pipe.send("base", np.arange(config.n, dtype=np.float64) * config.k)
+    hold_after_send()
 
 
 @ReactorFunc
@@ -294,6 +304,44 @@ def test_long_reactor_does_not_block_other_process(tmp_path):
     result_a = a.wait()
     assert sorted(result_a["started"]) == ["slow", "target_slow"]
     assert result_a["ended"] > b["ended"]
+
+
+GC_SCRIPT = '''
+import sys
+from pyplant import Plant
+
+plant = Plant(sys.argv[1])
+print("GC " + str(plant.gc()), flush=True)
+plant.shutdown()
+'''
+
+
+def test_gc_in_another_process_keeps_what_a_running_reactor_sent(tmp_path):
+    """Process B's reactor has sent 'base' and is still running when another process runs
+    plant.gc(). The blob B sent happens to exist already (a process killed earlier had
+    written the same content, then died before its commit: an unreferenced crash leftover).
+    After B finishes, its committed version must still be loadable: a later run of a new
+    reactor receiving 'base' loads it, re-runs nothing else and logs no warning."""
+    plant_dir = tmp_path / "plant"
+    sent0, sent1 = tmp_path / "sent0", tmp_path / "sent1"
+    killed = Proc(tmp_path, plant_dir, "target_b", CONFIG, SEND_MARK=str(sent0), SEND_SLEEP="60")
+    wait_for(sent0, killed.popen)
+    killed.popen.kill()
+    killed.popen.communicate()
+    time.sleep(0.05)
+    b = Proc(tmp_path, plant_dir, "target_b", CONFIG, SEND_MARK=str(sent1), SEND_SLEEP="3")
+    wait_for(sent1, b.popen)
+    gc_script = tmp_path / "gc_plant.py"
+    gc_script.write_text(textwrap.dedent(GC_SCRIPT))
+    collected = subprocess.run([sys.executable, str(gc_script), str(plant_dir)], capture_output=True,
+                               text=True, env=subprocess_env(), cwd=str(tmp_path), timeout=60)
+    assert collected.returncode == 0, collected.stderr
+    assert b.popen.poll() is None, "B finished before gc ran: the test proves nothing"
+    b.wait()
+    later = run_once(tmp_path, plant_dir, "target_slow", CONFIG)  # 'slow' loads 'base'
+    warnings = [r["message"] for r in later["records"] if r["level"] in ("WARNING", "ERROR")]
+    assert sorted(later["started"]) == ["slow", "target_slow"] and not warnings, \
+        f"{collected.stdout.strip()}; then: started {later['started']}, warnings {warnings}"
 
 
 # --- the write lock ----------------------------------------------------------------------------
