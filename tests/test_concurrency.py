@@ -507,3 +507,56 @@ def test_two_plants_interleaved_inside_a_reactor(tmp_path):
     assert seen["total"] == total_of(4)
     assert first.fetch_ingredient("peeked") == total_of(4)
     first.shutdown()
+
+
+# --- a process killed while another one works on the same directory ----------------------------
+
+def test_kill_one_of_two_processes(tmp_path):
+    """Two processes run the kill workload (large arrays, a chain of tiny commits, an HDF fill)
+    on one directory at once, and one is SIGKILLed at a random moment, possibly holding the
+    write lock: the other always finishes with the from-scratch result, and a third run starts
+    only the target. (Reactors pinned with ``version=``: this is about crashes and locks.)"""
+    import random
+    import threading
+
+    from kill_driver import SMALL, TARGET, Workload
+
+    rng = random.Random(3)
+    killer = Workload(tmp_path / "work-a", SMALL, pin_code=True)
+    survivor = Workload(tmp_path / "work-b", SMALL, pin_code=True)
+    plant_dir = tmp_path / "plant"
+    references = {}
+    for round_ in range(10):
+        config = {"big": round_, "chain": round_, "hdf": round_}
+        reference = survivor.run(tmp_path / "scratch", config)
+        assert reference.problem() is None, reference.stderr
+        references[round_] = reference.result
+        outcome = {}
+        thread = threading.Thread(target=lambda: outcome.update(run=survivor.run(plant_dir, config)))
+        thread.start()
+        killed = killer.run(plant_dir, config, kill_after=rng.uniform(0, 2 * reference.work))
+        thread.join()
+        run = outcome["run"]
+        assert run.problem() is None, f"round {round_}: the survivor failed: {run.problem()}\n{run.stderr}"
+        assert run.result == reference.result, f"round {round_}"
+        if not killed.signalled:
+            assert killed.problem() is None, killed.stderr
+        third = survivor.run(plant_dir, config)
+        assert third.problem() is None, third.stderr
+        assert third.started == [TARGET], (round_, third.started, third.reasons)
+        assert third.result == reference.result
+
+
+def test_processes_creating_one_plant_directory_at_once(tmp_path):
+    """Three processes open a plant directory that does not exist yet at the same moment
+    (twelve times): every one finishes right with no warning (no metadata 'damaged' and moved
+    aside while another process creates it), and a fourth run starts only the target."""
+    for round_ in range(12):
+        plant_dir = tmp_path / f"plant{round_}"
+        results = run_together(tmp_path, plant_dir, [("target_b", CONFIG)] * 3, pause=0.0)
+        for result in results:
+            warnings = [r["message"] for r in result["records"] if r["level"] in ("WARNING", "ERROR")]
+            assert not warnings, (round_, warnings)
+        assert not list(tmp_path.glob(f"plant{round_}/*corrupt*")), sorted(p.name for p in plant_dir.iterdir())
+        fourth = run_once(tmp_path, plant_dir, "target_b", CONFIG)
+        assert fourth["started"] == ["target_b"], (round_, fourth["started"])
