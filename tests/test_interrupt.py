@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pyplant import Plant, ReactorFunc, specs
+from pyplant import Plant, ReactorFunc, SubreactorFunc, specs
 from pyplant.errors import IngredientNotFoundError
 
 from kill_driver import SMALL, KillDriver, final_exception, subprocess_env
@@ -189,6 +189,47 @@ def test_interrupt_while_hdf_array_is_filled(tmp_path, monkeypatch):
     assert plant.fetch_ingredient("sum") == expected
     with h5py.File(glob.glob(str(plant_dir / "specs" / "*.hdf"))[0], "r") as f:
         assert f["data"][63, 31] == 63 + 31
+    plant.shutdown()
+
+
+def test_keyboard_interrupt_in_subreactor(tmp_path, monkeypatch):
+    """Raised inside a subreactor, the KeyboardInterrupt propagates the same way: the calling
+    reactor is the interrupted one; the re-run starts only it and the target."""
+
+    @SubreactorFunc
+    def doubled(pipe, x):
+        y = yield pipe.receive("x1")
+        if os.environ.get(FLAG) == "sub":
+            raise KeyboardInterrupt
+        return 2 * (x + y)
+
+    @ReactorFunc
+    def p1(pipe):
+        pipe.send("x1", 1)
+
+    @ReactorFunc
+    def p2(pipe):
+        x = yield pipe.receive("x1")
+        z = yield from doubled(pipe, x)
+        pipe.send("x2", z)
+
+    @ReactorFunc
+    def target(pipe):
+        x = yield pipe.receive("x2")
+        pipe.send("out", x + 1)
+
+    reactors = [p1, p2, target]
+    plant, _, finished = open_plant(tmp_path / "plant", reactors)
+    monkeypatch.setenv(FLAG, "sub")
+    with pytest.raises(KeyboardInterrupt):
+        plant.run_reactor("target")
+    assert finished == ["p1"]
+    plant.shutdown()
+    monkeypatch.delenv(FLAG)
+    plant, started, _ = open_plant(tmp_path / "plant", reactors)
+    plant.run_reactor("target")
+    assert sorted(started) == ["p2", "target"]
+    assert plant.fetch_ingredient("out") == 5
     plant.shutdown()
 
 
