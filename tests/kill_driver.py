@@ -306,13 +306,18 @@ class Run:
         """{reactor: why it ran} for the reactors this run executed (Plant.explain)."""
         return self._line("EXPLAIN ")
 
-    def problem(self) -> str | None:
-        """Why this run, expected to complete, did not complete cleanly (None when it did)."""
+    def problem(self, sigint: bool = False) -> str | None:
+        """Why this run, expected to complete, did not complete cleanly (None when it did).
+
+        With ``sigint``, a KeyboardInterrupt that Python itself reported and swallowed
+        ("Exception ignored in ...": the signal landed in a weakref callback or a __del__)
+        is no problem: the run went on.
+        """
         if self.timed_out:
             return "timed out"
         if self.returncode != 0:
             return f"exit code {self.returncode}"
-        if "Traceback" in self.stderr:
+        if "Traceback" in self.stderr and not (sigint and swallowed_interrupt_only(self.stderr)):
             return "traceback on stderr"
         logged = [ln for ln in self.stderr.splitlines() if ln.startswith(("WARNING ", "ERROR ", "CRITICAL "))]
         if logged:  # e.g. a damaged trace skipped, metadata moved aside, a version recomputed
@@ -547,7 +552,7 @@ class KillDriver:
             else:
                 c.completed_before_signal += 1
                 where += ", completed before it)"
-                problem = killed.problem()
+                problem = killed.problem(sigint=self.sig == signal.SIGINT)
                 if problem:
                     c.corrupt += 1
                     self._note(f"{where}: the run failed ({problem}):\n{_tail(killed.stderr)}")
@@ -580,7 +585,7 @@ class KillDriver:
         if self.sig == signal.SIGKILL:
             return run.returncode == -signal.SIGKILL
         if run.returncode == 0:
-            return run.problem() is None  # it finished while the signal was delivered
+            return run.problem(sigint=True) is None  # it finished while the signal was delivered
         if run.returncode == -signal.SIGINT and not run.stderr and run.result is not None:
             return True  # landed in interpreter finalization, after the results: default action
         # SIGINT: a KeyboardInterrupt propagating out of the plant, and nothing else
@@ -615,6 +620,20 @@ def final_exception(stderr: str) -> str | None:
         if line and not line.startswith(" "):
             return line
     return None
+
+
+def swallowed_interrupt_only(stderr: str) -> bool:
+    """Every traceback on ``stderr`` is a KeyboardInterrupt Python reported as 'Exception
+    ignored in ...' (raised in a weakref callback or a __del__, then dropped)."""
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    for i in starts:
+        if i == 0 or not lines[i - 1].startswith("Exception ignored in"):
+            return False
+        exception = next((ln for ln in lines[i + 1:] if ln and not ln.startswith(" ")), "")
+        if not exception.startswith("KeyboardInterrupt"):
+            return False
+    return True
 
 
 def _tail(text: str, lines: int = 25) -> str:
