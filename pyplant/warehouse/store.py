@@ -63,6 +63,16 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _reuse(path: str) -> bool:
+    """True when the blob exists; its mtime is renewed so that GC, which spares files newer
+    than the oldest live plant, cannot delete it before the version using it commits."""
+    try:
+        os.utime(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def _remove_quietly(path: str) -> None:
     try:
         os.remove(path)
@@ -113,7 +123,7 @@ class BlobStore:
             hasher.join()
             location = self.location(found[0], ".npy")
             path = self.abspath(location)
-            if not complete or os.path.exists(path):
+            if not complete or _reuse(path):
                 _remove_quietly(tmp)
             else:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -144,7 +154,7 @@ class BlobStore:
     def _put(self, content_hash: str, suffix: str, write: Callable[[IO[bytes]], None]) -> str:
         location = self.location(content_hash, suffix)
         path = self.abspath(location)
-        if not os.path.exists(path):
+        if not _reuse(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             atomic_write(path, write, self.durable)
         return location
