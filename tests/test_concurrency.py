@@ -471,6 +471,26 @@ def test_two_plants_one_directory_in_one_process(tmp_path, order):
     third.shutdown()
 
 
+def test_first_plant_shut_down_while_second_in_use(tmp_path):
+    """Shutting down the older of two live plants on one directory leaves the newer working
+    (the shared metadata environment stays open for it), and a plant opened afterwards too."""
+    reactors = in_process_reactors()
+    first, _ = plant_on(tmp_path / "plant", reactors, {"n": 8})
+    first.run_reactor("total")
+    second, started = plant_on(tmp_path / "plant", reactors, {"n": 9})
+    first.shutdown()
+    second.run_reactor("total")
+    assert sorted(started) == ["numbers", "table", "total"]
+    assert second.fetch_ingredient("total") == total_of(9)
+    assert second.fetch_ingredient("numbers")[-1] == 8
+    third, started3 = plant_on(tmp_path / "plant", reactors, {"n": 8})
+    third.run_reactor("total")
+    assert started3 == ["total"]
+    assert third.fetch_ingredient("total") == total_of(8)
+    second.shutdown()
+    third.shutdown()
+
+
 def test_plant_dropped_without_shutdown_then_reopened(tmp_path):
     """A cell re-run rebinds ``plant`` without shutdown(): the dropped object is garbage
     collected while the new one is in use, and the new one keeps working."""
