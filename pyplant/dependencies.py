@@ -155,16 +155,19 @@ class CodeMapper:
         func = inspect.unwrap(func)
         result = {"reactor": self.own_hash(func)}
         seen: set[int] = {id(func)}
-        pending = list(self._references(func))
+        state: set[str] = set()  # module globals that reachable code assigns
+        pending = list(self._references(func, state))
         while pending:
             obj = pending.pop()
             if id(obj) in seen:
                 continue
             seen.add(id(obj))
-            pending.extend(self._visit(obj, result))
+            pending.extend(self._visit(obj, result, state))
+        for label in state:
+            result.pop(f"const:{label}", None)
         return result
 
-    def _visit(self, obj: Any, result: dict[str, str]) -> list[Any]:
+    def _visit(self, obj: Any, result: dict[str, str], state: set[str]) -> list[Any]:
         """Add ``obj`` to the map; return what it references in turn."""
         if isinstance(obj, types.ModuleType):
             if not self.scope.is_user_module(obj.__name__):
@@ -183,11 +186,11 @@ class CodeMapper:
             return []
         if isinstance(obj, type):
             result[f"cls:{module}.{obj.__qualname__}"] = self._class_hash(obj)
-            return self._class_references(obj)
+            return self._class_references(obj, state)
         if isinstance(obj, (types.FunctionType, types.MethodType)):
             func = inspect.unwrap(getattr(obj, "__func__", obj))
             result[f"fn:{module}.{func.__qualname__}"] = self.own_hash(func)
-            return self._references(func)
+            return self._references(func, state)
         return []
 
     def _add_library(self, module: str, result: dict[str, str]) -> None:
@@ -195,14 +198,18 @@ class CodeMapper:
         if top != _SELF:
             result[f"lib:{top}"] = library_version(top)
 
-    def _references(self, func: Callable) -> list[Any]:
-        """Globals (functions, classes, modules, constants), defaults and closure cells."""
+    def _references(self, func: Callable, state: set[str]) -> list[Any]:
+        """Globals (functions, classes, modules, constants), defaults and closure cells.
+
+        Adds to ``state`` the module globals ``func`` assigns: they are not constants.
+        """
         func = inspect.unwrap(func)
         code = getattr(func, "__code__", None)
         if code is None:
             return []
         refs: list[Any] = []
         module_name = getattr(func, "__module__", None) or "?"
+        state.update(f"{module_name}.{name}" for name in _stored_globals(code))
         globals_ = getattr(func, "__globals__", {})
         names = _names(code)
         for name in names:
@@ -267,14 +274,14 @@ class CodeMapper:
         bases = [f"{b.__module__}.{b.__qualname__}" for b in cls.__bases__]
         return hashing.digest("class", cls.__qualname__, *bases, *parts)
 
-    def _class_references(self, cls: type) -> list[Any]:
+    def _class_references(self, cls: type, state: set[str]) -> list[Any]:
         refs: list[Any] = [b for b in cls.__bases__ if b is not object]
         for value in vars(cls).values():
             value = getattr(value, "__func__", value)
             if isinstance(value, property):
                 value = value.fget
             if isinstance(value, types.FunctionType):
-                refs.extend(self._references(value))
+                refs.extend(self._references(value, state))
         return refs
 
 
@@ -330,22 +337,40 @@ def _token(value: Any, own_hash: Callable[[Callable], str]) -> str:
 
 
 _IMPORT_NAME = dis.opmap["IMPORT_NAME"]
-_imports_cache: dict[int, tuple[types.CodeType, frozenset[str]]] = {}
+_STORE_GLOBAL = dis.opmap["STORE_GLOBAL"]
+_facts_cache: dict[int, tuple[types.CodeType, frozenset[str], frozenset[str]]] = {}
 
 
 def _imports(code: types.CodeType) -> frozenset[str]:
     """Module names imported in the body of ``code`` (and nested code), cached per process."""
-    cached = _imports_cache.get(id(code))
+    return _code_facts(code)[0]
+
+
+def _stored_globals(code: types.CodeType) -> frozenset[str]:
+    """Global names ``code`` assigns (``global x; x = ...``): state, not constants."""
+    return _code_facts(code)[1]
+
+
+def _code_facts(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
+    cached = _facts_cache.get(id(code))
     if cached is not None and cached[0] is code:
-        return cached[1]
-    found: set[str] = set()
-    if _IMPORT_NAME in code.co_code[::2]:  # cheap test before disassembling
-        found.update(i.argval for i in dis.get_instructions(code) if i.opcode == _IMPORT_NAME)
+        return cached[1], cached[2]
+    imports: set[str] = set()
+    stores: set[str] = set()
+    opcodes = code.co_code[::2]
+    if _IMPORT_NAME in opcodes or _STORE_GLOBAL in opcodes:  # cheap test before disassembling
+        for ins in dis.get_instructions(code):
+            if ins.opcode == _IMPORT_NAME and ins.argval:
+                imports.add(ins.argval)
+            elif ins.opcode == _STORE_GLOBAL:
+                stores.add(ins.argval)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            found |= _imports(const)
-    result = frozenset(n for n in found if n)
-    _imports_cache[id(code)] = (code, result)
+            nested = _code_facts(const)
+            imports |= nested[0]
+            stores |= nested[1]
+    result = frozenset(imports), frozenset(stores)
+    _facts_cache[id(code)] = (code, *result)
     return result
 
 
