@@ -154,14 +154,15 @@ class CodeMapper:
         """``{label: hash}`` of ``func`` (labelled 'reactor') and all it reaches."""
         func = inspect.unwrap(func)
         result = {"reactor": self.own_hash(func)}
-        seen: set[int] = {id(func)}
+        # {id: object}: holding the objects keeps their ids from being reused mid-walk
+        seen: dict[int, Any] = {id(func): func}
         state: set[str] = set()  # module globals that reachable code assigns
         pending = list(self._references(func, state))
         while pending:
             obj = pending.pop()
             if id(obj) in seen:
                 continue
-            seen.add(id(obj))
+            seen[id(obj)] = obj
             pending.extend(self._visit(obj, result, state))
         for label in state:
             result.pop(f"const:{label}", None)
