@@ -79,9 +79,11 @@ class Node:
 
 @dataclass(frozen=True)
 class Need:
-    """The node on top of the stack waits for ``producer`` (to settle, or to run now)."""
+    """The node on top of the stack waits for ``producer``: to settle (pushed), to run now
+    instead of finishing its check (``restart``), or to resume, moved to the top (``resume``)."""
     producer: Node
     restart: bool = False
+    resume: bool = False
 
 
 class ReactorRun:
@@ -161,9 +163,10 @@ class Scheduler:
                 need = self._advance(top)
                 if need is None:
                     self.stack.pop()
-                elif need.restart:
+                elif need.restart or need.resume:
                     self.stack.remove(need.producer)
-                    self._start_running(need.producer, reason="needed while verifying (trace cycle)")
+                    if need.restart:
+                        self._start_running(need.producer, reason="needed while verifying (trace cycle)")
                     self.stack.append(need.producer)
                 else:
                     self._push(need.producer)
@@ -411,6 +414,9 @@ class Scheduler:
                 candidate.wanted_by = f"producer of '{name}' for reactor '{node.name}'"
                 self.plant.logger.debug("looking for a producer of '%s': trying reactor '%s'", name, candidate.name)
                 return Need(candidate)
+        unblocked = self._unblocked_below(node)
+        if unblocked is not None:  # it may send `name` once resumed (first-run discovery order)
+            return Need(unblocked, resume=True)
         waiting = recorded if recorded is not None and recorded.status is Status.RUNNING else None
         if waiting is None:  # first run, no record: does a waiting reactor's source send it?
             waiting = next((n for n in self.stack if n is not node and n.status is Status.RUNNING
@@ -428,6 +434,15 @@ class Scheduler:
             f"(tried: {', '.join(tried) or 'none'}; ran or verified this session: "
             f"{', '.join(settled) or 'none'}). Was its producer added to the plant?",
             reactor=node.name, ingredient=name, tried=tried)
+
+    def _unblocked_below(self, node: Node) -> Node | None:
+        """A running reactor lower on the stack whose awaited ingredient has become available."""
+        for other in reversed(self.stack):
+            run = other.run
+            if other is not node and other.status is Status.RUNNING and run is not None \
+                    and run.awaiting is not None and run.awaiting in self.available:
+                return other
+        return None
 
     def _recorded_producer(self, ingredient: str) -> Node | None:
         name = self.meta.producer(ingredient)
