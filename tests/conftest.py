@@ -180,3 +180,26 @@ def result_of(proc: subprocess.CompletedProcess) -> dict:
         if line.startswith("PYPLANT-RESULT "):
             return json.loads(line[len("PYPLANT-RESULT "):])
     raise AssertionError(f"script printed no result:\n{proc.stdout}\n{proc.stderr}")
+
+
+# --- hypothesis profiles (tests/test_property.py) --------------------------------------------
+# HYPOTHESIS_PROFILE=ci (default): quick enough for CI; HYPOTHESIS_PROFILE=thorough: long runs.
+from hypothesis import HealthCheck as _HealthCheck, settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile(
+    "ci", max_examples=30, deadline=None, suppress_health_check=[_HealthCheck.too_slow])
+_hypothesis_settings.register_profile(
+    "thorough", max_examples=2000, deadline=None, suppress_health_check=[_HealthCheck.too_slow])
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# A failing hypothesis test makes its pytest plugin import libcst (to print an @example patch),
+# whose import warns (DeprecationWarning); `filterwarnings = error` would turn the report of
+# the failure into an INTERNALERROR that stops the session. Import it once here, warnings off.
+import warnings as _warnings  # noqa: E402
+
+with _warnings.catch_warnings():
+    _warnings.simplefilter("ignore")
+    try:
+        import hypothesis.extra._patching  # noqa: F401
+    except ImportError:
+        pass
