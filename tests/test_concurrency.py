@@ -151,6 +151,11 @@ if go:  # a barrier after the plant is open: the next write is a commit
         time.sleep(0.001)
 plant.set_config(dict(CONFIG))
 plant.run_reactor(TARGET)
+go = os.environ.get("CONC_RAN_GO")
+if go:  # a barrier between run_reactor and fetch_ingredient
+    open(os.environ["CONC_RAN_READY"], "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.001)
 out = plant.fetch_ingredient("out_" + TARGET[len("target_"):])
 plant.shutdown()
 print("RESULT " + json.dumps({"started": STARTED, "out": out, "began": began, "ended": time.time(),
@@ -281,6 +286,37 @@ def test_many_rounds_of_two_processes(tmp_path):
     for target, config in seen[-4:]:
         result = run_once(tmp_path, plant_dir, target, config)
         assert result["started"] == [target], (target, config, result["started"])
+
+
+def test_fetch_after_run_returns_this_runs_result_while_another_process_runs(tmp_path):
+    """Parallel runs of one pipeline with different configs on one directory (a parameter
+    sweep): process A runs config k=1; before A fetches its result, process B runs k=2 to the
+    end. A's fetch_ingredient must return what A's run produced ("from this session"), not
+    the version B committed last."""
+    plant_dir = tmp_path / "plant"
+    ran, go = tmp_path / "a-ran", tmp_path / "a-go"
+    config_a, config_b = dict(CONFIG, k=1, m=1), dict(CONFIG, k=2, m=2)
+    a = Proc(tmp_path, plant_dir, "target_b", config_a, CONC_RAN_READY=str(ran), CONC_RAN_GO=str(go))
+    try:
+        wait_for(ran, a.popen)
+        run_once(tmp_path, plant_dir, "target_b", config_b)
+    finally:
+        go.touch()
+    a.wait()  # asserts that A's result is expected("target_b", config_a)
+
+
+def test_fetch_after_run_returns_this_plants_result_two_plants_one_process(tmp_path):
+    """The same with two live Plant objects in one process (configs k=1 and k=2): each
+    fetches what its own run produced."""
+    reactors = in_process_reactors()
+    first, _ = plant_on(tmp_path / "plant", reactors, {"n": 3})
+    second, _ = plant_on(tmp_path / "plant", reactors, {"n": 4})
+    first.run_reactor("total")
+    second.run_reactor("total")
+    assert (first.fetch_ingredient("total"), second.fetch_ingredient("total")) == (total_of(3), total_of(4))
+    assert first.fetch_ingredient("numbers").tolist() == [0, 1, 2]
+    first.shutdown()
+    second.shutdown()
 
 
 def test_long_reactor_does_not_block_other_process(tmp_path):
