@@ -93,6 +93,7 @@ class Plant:
         self._listeners: dict[Plant.EventType, list[Callable]] = {}
         self._history: dict[str, ExecutionRecord] = {}
         self._values: dict[tuple, Any] = {}  # {version key: loaded value}, see scheduler.py
+        self._last_run: dict = {}            # {ingredient: Version} of the last run_reactor
         self._forced: set[str] = set()       # reactors to run on the next run_reactor
         self._decisions: dict[str, str] = {}  # {reactor: why it ran, or 'up to date'}
         self._lease = self.warehouse.metadata.take_lease()  # GC never deletes what we hold
@@ -196,6 +197,7 @@ class Plant:
         Returns the number of traces forgotten (0 when the ingredient is unknown). The
         producer's consumers re-run only if the recomputed value differs (early cutoff).
         """
+        self._last_run.pop(name, None)
         producer = self.warehouse.metadata.producer(name)
         if producer is None:
             return 0

@@ -175,6 +175,7 @@ class Scheduler:
             raise
         finally:
             self._forget_untouched()
+            self.plant._last_run = {name: version for name, (version, _) in self.available.items()}
 
     def _forget_untouched(self) -> None:
         """Keep in memory only the values this run used: a notebook that tries 100 configs
@@ -556,17 +557,16 @@ class Scheduler:
     # --- outside a run ---
 
     def latest_value(self, name: str) -> Any:
-        """The value of ``name`` in this session, or its latest stored version."""
-        if name in self.available:
-            value = self._value(name)
-            if not isinstance(value, Need):
-                return value
-        producer = self.meta.producer(name)
-        traces = self.meta.traces(producer, limit=1) if producer else []
-        if not traces or name not in traces[0].outputs:
-            raise IngredientNotFoundError(f"ingredient '{name}' is not in the warehouse",
-                                          reactor=producer, ingredient=name)
-        version = traces[0].outputs[name]
+        """The version of ``name`` this plant's last run used or made, else the latest one
+        stored (another process may have stored a newer one under another config)."""
+        version = self.plant._last_run.get(name)
+        if version is None:
+            producer = self.meta.producer(name)
+            traces = self.meta.traces(producer, limit=1) if producer else []
+            if not traces or name not in traces[0].outputs:
+                raise IngredientNotFoundError(f"ingredient '{name}' is not in the warehouse",
+                                              reactor=producer, ingredient=name)
+            version = traces[0].outputs[name]
         key = version_key(version)
         if key not in self.values:
             self.values[key] = self.warehouse.load(version)
