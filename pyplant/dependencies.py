@@ -152,7 +152,8 @@ class CodeMapper:
 
     def code_map(self, func: Callable) -> dict[str, str]:
         """``{label: hash}`` of ``func`` (labelled 'reactor') and all it reaches."""
-        func = inspect.unwrap(func)
+        if hasattr(func, "__wrapped__"):
+            func = inspect.unwrap(func)
         result = {"reactor": self.own_hash(func)}
         # {id: object}: holding the objects keeps their ids from being reused mid-walk
         seen: dict[int, Any] = {id(func): func}
@@ -204,7 +205,8 @@ class CodeMapper:
 
         Adds to ``state`` the module globals ``func`` assigns: they are not constants.
         """
-        func = inspect.unwrap(func)
+        if hasattr(func, "__wrapped__"):
+            func = inspect.unwrap(func)
         code = getattr(func, "__code__", None)
         if code is None:
             return []

@@ -6,9 +6,10 @@ Hex digests are 32 characters.
 
 Code hashes follow the normalized source: the function's AST dumped without line numbers, and
 without docstrings. Comments, blank lines and layout never change a code hash. The per-process
-cache is keyed by the code object, so a hash is computed once per function per process; the
-raw source text is the key of a second memo, so a function reloaded from another module object
-with the same text costs only one xxhash of its text.
+cache is keyed by the code object, so a hash is computed once per function per process. A
+second memo, persisted in the plant's LMDB, maps the bytecode fingerprint (no line numbers) to
+the normalized-source hash: a warm process, or a module loaded again from another module
+object, reads and parses no source for code it has seen.
 """
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
     available, which is as stable across processes as the interpreter version. ``memo``, when
     given, is asked before parsing, so a warm process parses no function it has seen.
     """
-    func = inspect.unwrap(func)
+    if hasattr(func, "__wrapped__"):
+        func = inspect.unwrap(func)
     code = getattr(func, "__code__", None)
     if code is None:
         return digest("callable", _qualified_name(func))
@@ -102,18 +104,19 @@ def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
 
 
 def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | None) -> str:
-    # A lambda shares its line with other code: its compiled form is its identity.
-    text = None if code.co_name == "<lambda>" else _raw_source(func, code)
-    if text is None:
-        return digest("bytecode", _bytecode_fingerprint(code))
-    memo_key = digest("raw-source", text)
+    fingerprint = _bytecode_fingerprint(code)
+    if code.co_name == "<lambda>":  # it shares its line with other code: bytecode is its identity
+        return digest("bytecode", fingerprint)
+    # Equal bytecode (names, constants, nested code; no line numbers) means equal behaviour,
+    # so it keys the memo of normalized-source hashes: a warm process reads no source at all.
+    memo_key = digest("code-memo", fingerprint)
     cached = _text_cache.get(memo_key)
     if cached is None and memo is not None:
         cached = memo.get(memo_key)
     if cached is None:
-        tree = _parse_source(func, text)
-        cached = (digest("ast", _normalized_dump(tree)) if tree is not None
-                  else digest("bytecode", _bytecode_fingerprint(code)))
+        text = _raw_source(func, code)
+        tree = _parse_source(func, text) if text is not None else None
+        cached = digest("ast", _normalized_dump(tree)) if tree is not None else digest("bytecode", fingerprint)
         if memo is not None:
             memo.put(memo_key, cached)
     _text_cache[memo_key] = cached
@@ -169,10 +172,17 @@ def _normalized_dump(tree: ast.AST) -> str:
 
 
 def _bytecode_fingerprint(code: types.CodeType) -> bytes:
-    parts = [code.co_code, repr(code.co_names).encode(), repr(code.co_varnames).encode()]
+    """Bytecode, names, constants and signature flags of ``code`` and its nested code; no
+    line numbers, so layout and comments do not change it."""
+    parts = [code.co_code, repr((code.co_name, code.co_qualname, code.co_names, code.co_varnames,
+                                 code.co_freevars, code.co_cellvars, code.co_argcount,
+                                 code.co_posonlyargcount, code.co_kwonlyargcount,
+                                 code.co_flags)).encode()]
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             parts.append(_bytecode_fingerprint(const))
+        elif isinstance(const, frozenset):  # its repr order follows PYTHONHASHSEED
+            parts.append(repr(sorted(map(repr, const))).encode())
         else:
             parts.append(repr(const).encode())
     return b"\x00".join(parts)

@@ -53,6 +53,10 @@ if TYPE_CHECKING:
 
 
 
+# Older traces than this are not tried (config values switched back more than 64 times ago).
+MAX_TRACES_CHECKED = 64
+
+
 class Status(enum.Enum):
     NEW = "new"
     CHECKING = "checking"
@@ -67,7 +71,8 @@ class Node:
     name: str
     func: Callable
     status: Status = Status.NEW
-    traces: list[Trace] = field(default_factory=list)
+    trace_ids: list[str] = field(default_factory=list)   # most recent first; loaded one by one
+    checking: Trace | None = None    # the trace being verified (trace_ids[trace_index])
     trace_index: int = 0
     input_index: int = 0
     trace: Trace | None = None       # the settled trace (CACHED or RAN)
@@ -185,8 +190,9 @@ class Scheduler:
 
     def _push(self, node: Node) -> None:
         node.status = Status.CHECKING
-        node.traces = self.meta.traces(node.name)
+        node.trace_ids = self.meta.trace_ids(node.name)[:MAX_TRACES_CHECKED]
         node.trace_index = node.input_index = 0
+        node.checking = None
         self.stack.append(node)
 
     def _advance(self, node: Node) -> Need | None:
@@ -216,8 +222,13 @@ class Scheduler:
     def _advance_check(self, node: Node) -> Need | None:
         if node.name in self.forced:
             return self._run_forced(node, "forced")
-        while node.trace_index < len(node.traces):
-            trace = node.traces[node.trace_index]
+        while node.trace_index < len(node.trace_ids):
+            trace = node.checking
+            if trace is None or trace.trace_id != node.trace_ids[node.trace_index]:
+                trace = node.checking = self.meta.trace(node.name, node.trace_ids[node.trace_index])
+                if trace is None:  # unreadable: skip it
+                    self._next_trace(node, "its trace was unreadable")
+                    continue
             if node.input_index == 0:
                 mismatch = self._code_mismatch(node, trace) or self._config_mismatch(trace)
                 if mismatch:
