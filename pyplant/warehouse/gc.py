@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from . import Warehouse
 
 _STORAGE = re.compile(r"^(.*@[0-9a-f]{16})")
+CLOCK_MARGIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ def collect(warehouse: "Warehouse", keep_last: int | None = None, max_bytes: int
     for reactor, trace_ids in drop.items():
         meta.drop_traces(reactor, trace_ids)
     referenced = protected | {loc for t in keep for loc in _locations(t)}
-    horizon = min([lease["started"] for lease in leases] + [time.time()])
+    # File times come from the kernel's coarse clock, a tick behind time.time(): a margin keeps
+    # a blob reused right after a plant opened on the safe side.
+    horizon = min([lease["started"] for lease in leases] + [time.time()]) - CLOCK_MARGIN_SECONDS
     files, freed = _sweep(warehouse.plantDir, referenced, horizon)
     return GCResult(sum(len(v) for v in drop.values()), files, freed)
 
