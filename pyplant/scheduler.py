@@ -470,6 +470,7 @@ class Scheduler:
             value = self.warehouse.load(version)
         except CorruptVersionError as exc:
             self.plant.logger.warning("%s; re-running reactor '%s' to recompute it", exc, producer.name)
+            self.warehouse.discard(version)
             self._invalidate(producer)
             return Need(producer)
         self.values[key] = value

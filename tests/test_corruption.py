@@ -75,6 +75,10 @@ def blob(plant_dir, suffix):
     return found
 
 
+def truncate_half(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
 
 
 def flip_middle(path, count=16):
@@ -107,12 +111,49 @@ def assert_repaired(events, seen, expected, caplog, name="data"):
     assert pyplant_warnings(caplog, f"'{name}'"), [r.getMessage() for r in caplog.records]
 
 
+def test_truncated_small_npy_blob_recomputed(open_plant, hasher, caplog):
+    """A small .npy blob truncated to half is detected, warned about, and its producer re-runs."""
+    reactors, seen = chain(small_array)
+    plant, events = damage_and_rerun(open_plant, hasher, caplog, reactors,
+                                     lambda d: truncate_half(npy_of(d, small_array())))
+    assert_repaired(events, seen, small_array(), caplog)
+    assert plant.fetch_ingredient("result") == 45
 
 
+def test_truncated_large_npy_blob_recomputed(open_plant, hasher, caplog):
+    """A >64 MiB .npy blob truncated to half fails its size check and is recomputed."""
+    def big():
+        arr = np.zeros(70 * (1 << 20) // 4, dtype=np.float32)
+        arr[::4096] = 1.0
+        return arr
+
+    expected = big()
+    reactors, seen = chain(big)
+    plant, events = damage_and_rerun(open_plant, hasher, caplog, reactors,
+                                     lambda d: truncate_half(npy_of(d, expected)))
+    assert_repaired(events, seen, expected, caplog)
+    seen.clear()
 
 
+def test_flipped_bytes_in_small_npy_blob_recomputed(open_plant, hasher, caplog):
+    """Altered bytes (same size) in a small .npy blob fail the hash check; the producer re-runs."""
+    reactors, seen = chain(small_array)
+    _, events = damage_and_rerun(open_plant, hasher, caplog, reactors,
+                                 lambda d: flip_middle(npy_of(d, small_array())))
+    assert_repaired(events, seen, small_array(), caplog)
 
 
+class Bomb:
+    """Unpickling this would record it: damaged pickles must never be unpickled."""
+    loaded = []
+
+    def __reduce__(self):
+        return (Bomb._boom, ())
+
+    @staticmethod
+    def _boom():
+        Bomb.loaded.append(1)
+        return "boom"
 
 
 def big_object():

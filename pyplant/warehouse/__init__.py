@@ -279,6 +279,15 @@ class Warehouse:
     def closed(self) -> bool:
         return self._closed
 
+    def discard(self, version: Version) -> None:
+        """Remove the damaged file of a version, so that recomputing it writes it afresh
+        (a content-addressed blob would otherwise be reused as it is)."""
+        if version.location and version.type in BUILTIN_TYPES:
+            try:
+                os.remove(self._abspath(version.location))
+            except (OSError, ValueError):
+                pass
+
     def _verify(self, version: Version, value: Any) -> None:
         """Check a loaded value against its content hash, or its size when it is huge."""
         if version.type == "array":
