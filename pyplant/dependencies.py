@@ -220,7 +220,6 @@ class CodeMapper:
                 refs.append(_wrap(globals_[name], f"{module_name}.{name}"))
         for module in _imports(code):  # imported inside the function: `from sklearn import svm`
             refs.append(self._import_reference(module))
-        refs.extend(self._module_attributes(refs, names))
         for value in (func.__defaults__ or ()) + tuple((func.__kwdefaults__ or {}).values()):
             refs.append(_wrap(value, f"{module_name}.{func.__qualname__}.<default>"))
         for name, cell in zip(code.co_freevars, func.__closure__ or ()):
@@ -228,6 +227,7 @@ class CodeMapper:
                 refs.append(_wrap(cell.cell_contents, f"{module_name}.{func.__qualname__}.<closure {name}>"))
             except ValueError:  # an empty cell
                 continue
+        refs.extend(self._module_attributes(refs, names))  # modules from globals, imports, cells
         return [r for r in refs if r is not None]
 
     def _import_reference(self, module: str) -> Any:

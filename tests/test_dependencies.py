@@ -389,3 +389,26 @@ def test_code_map_of_fifty_transitive_helpers(tmp_path):
         assert CodeMapper(code_hash, CodeScope.of()).code_map(module.reactor) == first
     finally:
         sys.modules.pop("fifty_helpers_mod", None)
+
+
+def test_user_module_in_closure_cell_is_followed(tmp_path, monkeypatch):
+    """A user module held in a closure cell (imported in an enclosing function) is followed."""
+    import sys as _sys
+    from pyplant.dependencies import CodeMapper, CodeScope
+    from pyplant.hashing import code_hash
+
+    (tmp_path / "closure_helpers.py").write_text("def compute(v):\n    return v * 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def make():
+        import closure_helpers
+
+        def produce(pipe):
+            pipe.send("x", closure_helpers.compute(3))
+        return produce
+
+    try:
+        code_map = CodeMapper(code_hash, CodeScope.of()).code_map(make())
+        assert "fn:closure_helpers.compute" in code_map
+    finally:
+        _sys.modules.pop("closure_helpers", None)
