@@ -33,7 +33,6 @@ import ast
 import enum
 import functools
 import inspect
-import logging
 import textwrap
 import time
 from dataclasses import dataclass, field

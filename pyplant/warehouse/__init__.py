@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import hashing
 from ..errors import AllocationError, CorruptVersionError, SerializationError, WarehouseError
-from ..ingredient import BUILTIN_TYPES, SIMPLE_TYPES, type_key
+from ..ingredient import BUILTIN_TYPES, SIMPLE_TYPES
 from .metadata import MetadataStore, Trace, Version
 from .specs import HdfArraySpec, IngredientTypeSpec, ScipySparseSpec
 from .store import BlobStore, inside
