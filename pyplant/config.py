@@ -7,9 +7,12 @@ them never re-runs anything. Writing to a bound config raises ``ConfigWriteError
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable, Iterable
 
-from .errors import ConfigError, ConfigWriteError
+from . import hashing
+from .errors import ConfigError, ConfigWriteError, TokenizationError
 
 # Names of ConfigBase's own API, never treated as parameters.
 _API = frozenset({"peek", "has", "mark_auxiliary", "is_auxiliary", "get_param_names"})
@@ -84,13 +87,13 @@ class ConfigBase:
         if name.startswith("_") or name in _API:
             return False
         if name in self.__dict__:
-            return True
+            return not _is_cached_property(type(self), name)
         attr = getattr(type(self), name, None)
         return attr is not None and type(self) is not ConfigBase and _is_plain_value(attr)
 
     def get_param_names(self) -> list[str]:
         """The names of all parameters, instance attributes first."""
-        names = [n for n in self.__dict__ if not n.startswith("_")]
+        names = [n for n in self.__dict__ if not n.startswith("_") and not _is_cached_property(type(self), n)]
         for cls in type(self).__mro__:
             if cls in (ConfigBase, object):
                 continue
@@ -112,9 +115,14 @@ class ConfigBase:
         return name in self._pyplant_aux
 
     def _bind(self, reader: Callable[[str, Any], None]) -> "ConfigBase":
-        """A shallow copy whose reads call ``reader(name, value)`` and that rejects writes."""
+        """A shallow copy whose reads call ``reader(name, value)`` and that rejects writes.
+
+        Values cached by ``functools.cached_property`` are left behind: the property computes
+        again on the copy, so the parameters it reads are recorded for the reactor.
+        """
         clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
+        kind = type(self)
+        clone.__dict__.update((k, v) for k, v in self.__dict__.items() if not _is_cached_property(kind, k))
         clone.__dict__["_pyplant_reader"] = reader
         return clone
 
@@ -124,7 +132,37 @@ class ConfigBase:
 
 
 def _is_plain_value(attr: Any) -> bool:
-    return not (callable(attr) or isinstance(attr, (property, classmethod, staticmethod)))
+    """Class attributes that are parameters: not methods, properties or other descriptors
+    (``functools.cached_property`` computes a value; it is not one)."""
+    return not (callable(attr) or hasattr(type(attr), "__get__"))
+
+
+def _is_cached_property(kind: type, name: str) -> bool:
+    try:
+        return isinstance(inspect.getattr_static(kind, name), functools.cached_property)
+    except AttributeError:
+        return False
+
+
+def param_token(name: str, value: Any, code_hasher: Callable[[Callable], str],
+                reactor: str | None = None) -> str:
+    """The stable token of config parameter ``name`` (see ``hashing.stable_token``); functions
+    and classes in it count by ``code_hasher``.
+
+    Raises
+    ------
+    ConfigError
+        naming the parameter (and the reactor reading it, when given) when the value has no
+        stable token: an object that cannot be pickled and shows a memory address (a
+        generator, a socket), or a structure nested too deeply.
+    """
+    try:
+        return hashing.stable_token(value, code_hasher)
+    except (TokenizationError, RecursionError, ValueError, OverflowError) as exc:
+        where = f" (read by reactor '{reactor}')" if reactor else ""
+        raise ConfigError(f"config parameter '{name}'{where} cannot be compared across runs: {exc}. "
+                          f"Use plain data (numbers, strings, containers, arrays), a ConfigValue, "
+                          f"or mark it auxiliary", reactor=reactor) from exc
 
 
 class ConfigValue:

@@ -1,44 +1,67 @@
-"""The code a reactor depends on: its own, and the user code it references, transitively.
+"""The code a reactor depends on: its own, and everything it reaches, transitively.
 
-A reactor's **code map** is ``{label: hash}`` over everything it can reach through the names its
-bytecode uses (``co_names`` of it and its nested code), its defaults and its closure cells:
+A reactor's **code map** is ``{label: hash}`` over everything reachable from it: the globals
+and module attributes its bytecode names, its defaults and closure cells, what those hold, and
+so on. The rule: whatever the walk reaches is followed, never silently dropped.
 
 =======================  =====================================================================
-``reactor``              the reactor's own normalized source (``hashing.code_hash``)
-``fn:module.qualname``   a user-code function it references (helpers, nested too)
-``cls:module.qualname``  a user-code class: the code of its methods, its immutable attributes
-``const:module.name``    a module-level constant it reads, by stable token (arrays by content)
-``lib:package``          a library it references, by the package's version, not its source
+``reactor``              the reactor's own code (normalized source) and the values bound to it
+                         (defaults, closure cells)
+``fn:module.qualname``   a user function, labelled where its code lives (its globals'
+                         ``__name__`` and ``co_qualname``: a ``functools.wraps`` wrapper and
+                         what it wraps never share a label); its code and bound values
+``cls:module.qualname``  a user class: its methods, bases and attributes (containers too)
+``const:module.name``    a global (or module attribute) holding data, by stable token
+                         (``tokens.py``): containers element-wise, arrays by content; the
+                         functions and classes inside count by label and are followed
+``obj:module.name``      an instance of a user class: its class is followed, its attributes
+                         count (less the state ones, see ``state.py``)
+``name:module.name``     a global bound to code defined elsewhere or under another name: a
+                         decorated function, ``f = make_filter(3)``, an ``lru_cache`` wrapper,
+                         ``from numpy import median as center``
+``lib:package``          a library, by its installed version, not its source
 =======================  =====================================================================
+
+Code is what has code: functions, classes, anything with ``__wrapped__`` (followed into what
+it wraps: ``functools.lru_cache``, ``functools.wraps`` decorators) or ``__func__`` (bound
+methods), partials (into their function, arguments and keywords). Names are separated by how
+the bytecode uses them (``bytecode.py``): ``np.linalg.solve`` reads the global ``np`` and
+selects attributes of user modules only, so a reactor named ``solve`` elsewhere does not count.
+
+Not counted: pyplant's own objects (upgrading pyplant must not re-run everything); resources
+with no result-relevant state (locks, loggers, files, executors, weak references); state, that
+reachable code mutates at run time (``state.py``), computed over all the reactors of a session
+(``code_maps``); a pinned function (``version=``) is a leaf: its version stands for its code and
+for everything it calls. A value with no stable representation is logged once per process at
+WARNING by the ``pyplant`` logger: "changes to ... are not tracked".
 
 "User code" is any module outside the standard library and site-packages, plus ``__main__``
-(scripts, notebooks, IPython cells); ``CodeScope`` moves packages either way. Cycles between
-helpers are fine: the walk keeps a visited set, and the map is flat. Each function's own hash is
-cached per process (see ``hashing``), so walking 50 helpers costs well under a millisecond.
-
-Referencing an attribute name that happens to equal a global's name (``pipe.send`` and a global
-``send``) adds that global: a spurious dependency can cost a re-run, never a stale result.
+(labelled by the name its file is imported as, see ``naming.py``); ``CodeScope`` moves packages
+either way. Cycles are fine: the walk is a graph with a visited set. Per process, each code
+object is hashed and analysed once; per session, each value is tokenized once.
 """
 from __future__ import annotations
 
-import dis
-import enum
 import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import logging
 import os
 import site
 import sys
 import sysconfig
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-import numpy as np
+from . import bytecode, hashing
+from .naming import class_label, function_label, module_label, object_label
+from .state import State
+from .tokens import Tokenizer
 
-from . import hashing
+logger = logging.getLogger(__name__)
 
 # pyplant's own objects (ReactorFunc, Ingredient, specs...) never count: upgrading pyplant
 # must not re-run every reactor.
@@ -78,6 +101,17 @@ class CodeScope:
             return False
         return _is_user_spec_by_location(top)
 
+    def is_user_function(self, func: types.FunctionType) -> bool:
+        """By the module of its globals; code run with made-up globals (``exec``) by its file."""
+        module = func.__globals__.get("__name__")
+        if module == "__main__" or module in sys.modules:
+            return self.is_user_module(module)
+        top = (module or "").split(".")[0]
+        if top == _SELF or top in self.library:
+            return False
+        filename = func.__code__.co_filename
+        return filename.startswith("<") or not os.path.realpath(filename).startswith(_library_roots())
+
 
 @functools.lru_cache(maxsize=4096)
 def _is_user_spec_by_location(top: str) -> bool:
@@ -100,16 +134,22 @@ def _library_roots() -> tuple[str, ...]:
     return tuple(os.path.realpath(r) + os.sep for r in roots if r)
 
 
-@functools.lru_cache(maxsize=4096)
+_module_user: dict[str, bool] = {}
+
+
 def _is_user_module_by_location(module_name: str) -> bool:
     if module_name == "__main__":
         return True
+    known = _module_user.get(module_name)
+    if known is not None:
+        return known
     module = sys.modules.get(module_name)
+    if module is None:
+        return False  # not imported (yet): not remembered, it may be imported later
     path = getattr(module, "__file__", None)
-    if module is None or path is None:
-        return False  # built-in and frozen modules
-    path = os.path.realpath(path)
-    return not path.startswith(_library_roots())
+    result = path is not None and not os.path.realpath(path).startswith(_library_roots())
+    _module_user[module_name] = result  # built-in and frozen modules have no file: library
+    return result
 
 
 @functools.lru_cache(maxsize=1024)
@@ -150,236 +190,426 @@ class CodeMapper:
         self.own_hash = own_hash
         self.scope = scope
 
-    def code_map(self, func: Callable) -> dict[str, str]:
-        """``{label: hash}`` of ``func`` (labelled 'reactor') and all it reaches."""
-        if hasattr(func, "__wrapped__"):
-            func = inspect.unwrap(func)
-        result = {"reactor": self.own_hash(func)}
-        # {id: object}: holding the objects keeps their ids from being reused mid-walk
-        seen: dict[int, Any] = {id(func): func}
-        state: set[str] = set()  # module globals that reachable code assigns
-        pending = list(self._references(func, state))
-        while pending:
-            obj = pending.pop()
-            if id(obj) in seen:
-                continue
-            seen[id(obj)] = obj
-            pending.extend(self._visit(obj, result, state))
-        for label in state:
-            result.pop(f"const:{label}", None)
-        return result
+    def code_map(self, func: Any) -> dict[str, str]:
+        """``{label: hash}`` of ``func`` (labelled 'reactor') and all it reaches; the state is
+        what the code reachable from ``func`` alone mutates."""
+        name = getattr(func, "__name__", None) or "reactor"
+        return self.code_maps({name: func})[name]
 
-    def _visit(self, obj: Any, result: dict[str, str], state: set[str]) -> list[Any]:
-        """Add ``obj`` to the map; return what it references in turn."""
-        if isinstance(obj, types.ModuleType):
-            if not self.scope.is_user_module(obj.__name__):
-                self._add_library(obj.__name__, result)
-            return []
-        if isinstance(obj, _Constant):
-            result[f"const:{obj.label}"] = _token(obj.value, self.own_hash)
-            return []
-        if isinstance(obj, _Library):
-            self._add_library(obj.top, result)
-            return []
-        module = getattr(obj, "__module__", None)
-        if not self.scope.is_user_module(module):
-            if module and module.split(".")[0] != _SELF:
-                self._add_library(module, result)
-            return []
-        if isinstance(obj, type):
-            result[f"cls:{module}.{obj.__qualname__}"] = self._class_hash(obj)
-            return self._class_references(obj, state)
-        if isinstance(obj, (types.FunctionType, types.MethodType)):
-            func = inspect.unwrap(getattr(obj, "__func__", obj))
-            result[f"fn:{module}.{func.__qualname__}"] = self.own_hash(func)
-            return self._references(func, state)
-        return []
+    def code_maps(self, funcs: Mapping[str, Callable]) -> dict[str, dict[str, str]]:
+        """``{name: code map}`` of every reactor of a session, walked together: a value that
+        any of them mutates is state for all of them (reactor A appends to ``RESULTS``,
+        reactor B reads it), and every value is tokenized once.
 
-    def _add_library(self, module: str, result: dict[str, str]) -> None:
-        top = module.split(".")[0]
-        if top != _SELF:
-            result[f"lib:{top}"] = library_version(top)
-
-    def _references(self, func: Callable, state: set[str]) -> list[Any]:
-        """Globals (functions, classes, modules, constants), defaults and closure cells.
-
-        Adds to ``state`` the module globals ``func`` assigns: they are not constants.
+        Call it before any reactor runs: state is left out by what the code does, constants
+        are taken as they are at that time.
         """
-        if hasattr(func, "__wrapped__"):
-            func = inspect.unwrap(func)
-        code = getattr(func, "__code__", None)
-        if code is None:
-            return []
-        refs: list[Any] = []
-        module_name = getattr(func, "__module__", None) or "?"
-        state.update(f"{module_name}.{name}" for name in _stored_globals(code))
-        globals_ = getattr(func, "__globals__", {})
-        names = _names(code)
-        for name in names:
-            if name in globals_:
-                refs.append(_wrap(globals_[name], f"{module_name}.{name}"))
-        for module in _imports(code):  # imported inside the function: `from sklearn import svm`
-            refs.append(self._import_reference(module))
-        for value in (func.__defaults__ or ()) + tuple((func.__kwdefaults__ or {}).values()):
-            refs.append(_wrap(value, f"{module_name}.{func.__qualname__}.<default>"))
-        for name, cell in zip(code.co_freevars, func.__closure__ or ()):
-            try:
-                refs.append(_wrap(cell.cell_contents, f"{module_name}.{func.__qualname__}.<closure {name}>"))
-            except ValueError:  # an empty cell
-                continue
-        refs.extend(self._module_attributes(refs, names))  # modules from globals, imports, cells
-        return [r for r in refs if r is not None]
+        return _Walk(self.own_hash, self.scope).maps(funcs)
 
-    def _import_reference(self, module: str) -> Any:
-        """A module a function imports in its body. Library modules are not imported (their
-        version is read from the installed metadata); user modules are, as the body would."""
-        if module in sys.modules:
-            return sys.modules[module]
+
+# --- the walk --------------------------------------------------------------------------------
+
+_SKIPPED_CLASS_ATTRIBUTES = frozenset({"_abc_impl"})
+_LIBRARY_CODE = (types.BuiltinFunctionType, types.WrapperDescriptorType, types.MethodDescriptorType,
+                 types.ClassMethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType)
+
+
+class _Node:
+    """Something the walk reached. ``kind``:
+
+    fn, cls     user code: ``label`` and ``value`` (its hash) go into the map
+    pinned      a function with ``version=``: a leaf
+    lib         a library package: ``lib:top`` -> version
+    module      a user module: its attributes are selected by the code that names them
+    pyfn        a pyplant function (the subreactor wrapper): followed into what it holds
+    data        a value: no label of its own (the bindings that reach it have one)
+    ignore      pyplant's own classes
+    untracked   a value with no stable token (warned about)
+    """
+    __slots__ = ("obj", "kind", "label", "edges", "values", "found", "value", "valued", "expanded")
+
+    def __init__(self, obj: Any, kind: str, label: str | None):
+        self.obj = obj
+        self.kind = kind
+        self.label = label
+        self.edges: list[tuple[str | None, "_Node", Any]] = []  # (binding label, target, object)
+        self.values: list[str | None] = []                        # token of each binding
+        self.found: list["_Node"] = []                           # code met while tokenizing
+        self.value: str | None = None
+        self.valued = False
+        self.expanded = False
+
+
+class _Walk:
+    """One walk over the reactors of a session; see the module docstring."""
+
+    def __init__(self, own_hash: Callable[[Callable], str], scope: CodeScope):
+        self.own_hash = own_hash
+        self.scope = scope
+        self.nodes: dict[int, tuple[Any, _Node]] = {}
+        self.libs: dict[str, _Node] = {}
+        self.order: list[_Node] = []
+        self.pending: list[_Node] = []
+        self.state = State(self._is_user_class)
+        self.tokenizer = Tokenizer(self._code_text, self._untracked, self.state)
+
+    def maps(self, funcs: Mapping[str, Callable]) -> dict[str, dict[str, str]]:
+        roots = {name: self._root(func) for name, func in funcs.items()}
+        self._settle()
+        return {name: self._assemble(name, *root) for name, root in roots.items()}
+
+    # --- nodes ---
+
+    def _root(self, func: Any) -> tuple[_Node, list[_Node]]:
+        """The reactor's own node and the wrappers around it (a decorator with ``wraps``)."""
+        inner = inspect.unwrap(func, stop=_pinned) if hasattr(func, "__wrapped__") else func
+        node = self._node(inner)
+        extras = [self._node(func)] if inner is not func else []
+        return node, [n for n in extras if n is not None]
+
+    def _node(self, obj: Any) -> _Node | None:
+        entry = self.nodes.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+        kind, label = self._classify(obj)
+        if kind == "lib":
+            node = self._lib(label)
+        else:
+            node = _Node(obj, kind, label)
+            self.order.append(node)
+            if kind in ("fn", "cls"):
+                self.pending.append(node)
+        self.nodes[id(obj)] = (obj, node)
+        return node
+
+    def _lib(self, module: str) -> _Node:
         top = module.split(".")[0]
-        if top in self.scope.library or not self.scope.is_user_module_spec(top):
-            return _Library(top)
-        try:
-            return importlib.import_module(module)
-        except Exception:
-            return _Constant(f"<import {module}>", "unimportable")
+        node = self.libs.get(top)
+        if node is None:
+            kind = "ignore" if top == _SELF else "lib"
+            node = self.libs[top] = _Node(top, kind, f"lib:{top}" if kind == "lib" else None)
+            self.order.append(node)
+        return node
 
-    def _module_attributes(self, refs: list[Any], names: set[str]) -> list[Any]:
-        """``helpers.f(x)`` names ``helpers`` and ``f``: take the attributes of referenced user
-        modules whose names the code uses (``pkg.sub.f`` too)."""
-        found: list[Any] = []
-        modules = [r for r in refs if isinstance(r, types.ModuleType)]
-        seen = {id(m) for m in modules}
+    def _classify(self, obj: Any) -> tuple[str, str | None]:
+        if isinstance(obj, types.ModuleType):
+            return ("module", None) if self.scope.is_user_module(obj.__name__) else ("lib", obj.__name__)
+        if _pinned(obj):
+            inner = inspect.unwrap(obj) if hasattr(obj, "__wrapped__") else obj
+            return "pinned", f"fn:{object_label(inner)}"
+        if isinstance(obj, types.FunctionType):
+            module = obj.__globals__.get("__name__") or obj.__module__ or ""
+            if module.split(".")[0] == _SELF:
+                return "pyfn", None
+            if self.scope.is_user_function(obj):
+                return "fn", f"fn:{function_label(obj)}"
+            return "lib", module
+        if isinstance(obj, type):
+            if (obj.__module__ or "").split(".")[0] == _SELF:
+                return "ignore", None
+            if self._is_user_class(obj):
+                return "cls", f"cls:{class_label(obj)}"
+            return "lib", obj.__module__ or "builtins"
+        if isinstance(obj, _LIBRARY_CODE):
+            owner = getattr(obj, "__objclass__", None)
+            module = getattr(obj, "__module__", None) or getattr(owner, "__module__", None) or "builtins"
+            return "lib", module
+        return "data", None
+
+    def _is_user_class(self, cls: type) -> bool:
+        return self.scope.is_user_module(getattr(cls, "__module__", None))
+
+    # --- expanding code: the names it uses ---
+
+    def _settle(self) -> None:
+        """Expand all code, then value every node; when valuing finds more state (an instance
+        whose class mutates it), value everything again: rare, and it keeps tokens exact."""
+        version = None
+        while True:
+            self._drain()
+            if version is not None and self.state.version != version:
+                for node in self.order:
+                    node.valued = False
+                self.tokenizer.reset()
+            version = self.state.version
+            todo = [n for n in self.order if not n.valued]
+            if not todo:
+                if self.pending:
+                    continue
+                break
+            for node in todo:
+                self._value(node)
+
+    def _drain(self) -> None:
+        while self.pending:
+            node = self.pending.pop()
+            if not node.expanded:
+                node.expanded = True
+                if node.kind == "fn":
+                    self._expand_function(node, node.obj, None, None)
+                else:
+                    self._expand_class(node)
+
+    def _expand_function(self, node: _Node, func: types.FunctionType, role: str | None,
+                         owner: type | None) -> None:
+        """Edges of ``node`` to what ``func`` names: globals, imports, attributes of user
+        modules. Its defaults and cells are tokenized with its value (``_bound``)."""
+        code = func.__code__
+        namespace = func.__globals__
+        names, imports = bytecode.names(code)
+        modules: list[types.ModuleType] = [v for v in _bound_objects(func) if isinstance(v, types.ModuleType)]
+        if not (func.__closure__ or imports or role or any(n in namespace for n in names)):
+            return  # references nothing: the common reactor of a long chain
+        facts = bytecode.facts(code)
+        prefix = module_label(namespace.get("__name__"), namespace)
+        for name in sorted(facts.globals):
+            if name in namespace:
+                value = namespace[name]
+                self._edge(node, value, f"{prefix}.{name}")
+                if isinstance(value, types.ModuleType):
+                    modules.append(value)
+        for name, level in facts.imports:
+            module = self._import(name, level, namespace)
+            if isinstance(module, types.ModuleType):
+                self._edge(node, module, None)
+                modules.extend(_imported_modules(name, level, namespace))
+            elif module is not None:  # a library not imported yet: by its name
+                node.edges.append((None, self._lib(module), None))
+        self._module_attributes(node, modules, facts.attributes)
+        self.state.add_function(func, facts, role, owner)
+
+    def _edge(self, node: _Node, value: Any, binding: str | None) -> None:
+        target = self._node(value)
+        if target is None or target.kind == "ignore":
+            return
+        label = None
+        if binding is not None and target.kind not in ("module",) and not isinstance(value, types.ModuleType):
+            if target.kind in ("fn", "cls", "pinned") and target.label.partition(":")[2] == binding:
+                label = None  # the function or class of that very name
+            elif target.kind == "data":
+                label = f"{'obj' if self._is_user_class(type(value)) else 'const'}:{binding}"
+            else:
+                label = f"name:{binding}"
+        node.edges.append((label, target, value))
+
+    def _import(self, name: str, level: int, namespace: dict) -> types.ModuleType | str | None:
+        """A module imported in a body. Library modules are not imported (their version is read
+        from the installed metadata: their top-level name is returned); user modules are, as
+        the body would."""
+        if level:
+            try:
+                name = importlib.util.resolve_name("." * level + name, namespace.get("__package__"))
+            except (ImportError, ValueError):
+                return None
+        if name in sys.modules:
+            return sys.modules[name]
+        top = name.split(".")[0]
+        if top in self.scope.library or not self.scope.is_user_module_spec(top):
+            return top
+        try:
+            return importlib.import_module(name)
+        except Exception:
+            logger.warning("changes to module %s are not tracked: it cannot be imported", name)
+            return None
+
+    def _module_attributes(self, node: _Node, modules: list, attributes: frozenset) -> None:
+        """``helpers.f(x)`` names the global ``helpers`` and the attribute ``f``: take the
+        attributes of referenced user modules that the code names (``pkg.sub.f`` too)."""
+        seen = set()
         while modules:
             module = modules.pop()
-            if not self.scope.is_user_module(module.__name__):
+            if id(module) in seen or not isinstance(module, types.ModuleType) \
+                    or not self.scope.is_user_module(module.__name__):
                 continue
-            attributes = vars(module)
-            for name in names & attributes.keys():
-                attr = _wrap(attributes[name], f"{module.__name__}.{name}")
-                if attr is None:
-                    continue
-                found.append(attr)
-                if isinstance(attr, types.ModuleType) and id(attr) not in seen:
-                    seen.add(id(attr))
-                    modules.append(attr)
-        return found
+            seen.add(id(module))
+            namespace = vars(module)
+            prefix = module_label(module.__name__, namespace)
+            for name in sorted(attributes & namespace.keys()):
+                value = namespace[name]
+                self._edge(node, value, f"{prefix}.{name}")
+                if isinstance(value, types.ModuleType):
+                    modules.append(value)
 
-    def _class_hash(self, cls: type) -> str:
-        parts = []
+    def _expand_class(self, node: _Node) -> None:
+        cls = node.obj
+        for base in cls.__bases__:
+            if base is not object:
+                self._edge(node, base, None)
+        if type(cls) is not type:
+            self._edge(node, type(cls), None)
+        for name, value in vars(cls).items():
+            if isinstance(value, functools.cached_property):
+                self.state.add_instance_attr(cls, name)  # filled in on first access: state
+            for func, role in _methods(name, value):
+                if self.scope.is_user_function(func):
+                    self._expand_function(node, func, role, cls)
+                else:
+                    self._edge(node, func, None)
+
+    # --- valuing: hashes and tokens ---
+
+    def _value(self, node: _Node) -> None:
+        tokenizer = self.tokenizer
+        start = len(tokenizer.found)
+        kind, obj = node.kind, node.obj
+        if kind == "fn":
+            node.value = self._function_value(obj)
+        elif kind == "pinned":
+            node.value = self.own_hash(obj)
+        elif kind == "cls":
+            node.value = self._class_value(obj)
+        elif kind == "lib":
+            node.value = library_version(obj)
+        elif kind == "pyfn":
+            node.value = tokenizer.token(self._bound(obj))
+        elif kind == "data":
+            node.value = tokenizer.token(obj)
+        node.values = [tokenizer.token(value) if label is not None else None
+                       for label, _, value in node.edges]
+        node.found = tokenizer.found[start:]
+        del tokenizer.found[start:]
+        node.valued = True
+
+    def _function_value(self, func: types.FunctionType) -> str:
+        return hashing.digest("fn", self.own_hash(func), self.tokenizer.encode(self._bound(func)))
+
+    def _bound(self, func: types.FunctionType) -> tuple:
+        """The values bound to a function: defaults, keyword defaults, closure cells (by name),
+        less the cells that code rebinds (``nonlocal``)."""
+        cells = {}
+        for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+            if self.state.is_state_cell(cell):
+                continue
+            try:
+                cells[name] = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+        return func.__defaults__, func.__kwdefaults__, cells
+
+    def _class_value(self, cls: type) -> str:
+        encode = self.tokenizer.encode
+        parts = [class_label(cls)] + [encode(b) for b in cls.__bases__]
+        rebound = self.state.class_attributes(cls)
         for name, value in sorted(vars(cls).items()):
-            value = getattr(value, "__func__", value)  # staticmethod, classmethod
-            if isinstance(value, property):
-                value = value.fget
-            if isinstance(value, types.FunctionType):
-                parts.append(f"{name}={self.own_hash(value)}")
-            elif not name.startswith("__") and _is_immutable_constant(value):
-                parts.append(f"{name}={_token(value, self.own_hash)}")
-        bases = [f"{b.__module__}.{b.__qualname__}" for b in cls.__bases__]
-        return hashing.digest("class", cls.__qualname__, *bases, *parts)
+            if name in rebound or name in _SKIPPED_CLASS_ATTRIBUTES:
+                continue
+            methods = _methods(name, value)
+            if methods:
+                parts.append(f"{name}=" + ",".join(self._function_value(f) if self.scope.is_user_function(f)
+                                                   else encode(f) for f, _ in methods))
+            elif not (name.startswith("__") and name.endswith("__")):
+                parts.append(f"{name}={encode(value)}")
+        return hashing.digest("class", *parts)
 
-    def _class_references(self, cls: type, state: set[str]) -> list[Any]:
-        refs: list[Any] = [b for b in cls.__bases__ if b is not object]
-        for value in vars(cls).values():
-            value = getattr(value, "__func__", value)
-            if isinstance(value, property):
-                value = value.fget
-            if isinstance(value, types.FunctionType):
-                refs.extend(self._references(value, state))
-        return refs
+    def _code_text(self, obj: Any) -> str:
+        """How code appears in a token: by label (its hash is in the map under that label)."""
+        node = self._node(obj)
+        kind = node.kind if node is not None else "ignore"
+        if kind == "ignore":
+            return f"pyplant:{object_label(obj)}"
+        self.tokenizer.found.append(node)
+        if kind == "fn":
+            return f"{node.label}({self.tokenizer.encode(self._bound(obj))})"
+        if kind == "pyfn":
+            return f"pyplant:{object_label(obj)}({self.tokenizer.encode(self._bound(obj))})"
+        if kind == "pinned":
+            return f"{node.label}@{self.own_hash(obj)}"
+        if kind == "cls":
+            self._drain()  # its methods say which attributes of its instances are state
+            return node.label
+        if kind == "module":
+            return f"module:{obj.__name__}"
+        return f"lib:{object_label(obj)}"
 
+    def _untracked(self, obj: Any) -> str:
+        node = _Node(obj, "untracked", None)
+        node.valued = node.expanded = True
+        self.tokenizer.found.append(node)
+        return f"untracked:{type(obj).__module__}.{type(obj).__qualname__}"
 
-@dataclass(frozen=True, eq=False)
-class _Library:
-    top: str
+    # --- the map of one reactor ---
 
-
-@dataclass(frozen=True, eq=False)
-class _Constant:
-    label: str
-    value: Any
-
-
-def _wrap(value: Any, label: str) -> Any:
-    """Functions, classes and modules are walked; plain data becomes a constant; the rest
-    (instances of library classes: loggers, locks...) is not a code dependency."""
-    if isinstance(value, (types.FunctionType, types.MethodType, type, types.ModuleType)):
-        return value
-    if isinstance(value, functools.partial):
-        return value.func
-    if _is_constant(value):
-        return _Constant(label, value)
-    return None
-
-
-def _is_constant(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, range, slice,
-                                           enum.Enum, np.ndarray, np.generic)):
-        return True
-    if isinstance(value, (tuple, list, frozenset, set)):
-        return all(_is_constant(v) for v in value)
-    if isinstance(value, dict):
-        return all(_is_constant(k) and _is_constant(v) for k, v in value.items())
-    return False
-
-
-def _is_immutable_constant(value: Any) -> bool:
-    """Class attributes count only when immutable: a class-level cache or counter that code
-    mutates must not re-run everything that uses the class."""
-    if isinstance(value, (list, dict, set, np.ndarray)):
-        return False
-    if isinstance(value, (tuple, frozenset)):
-        return all(_is_immutable_constant(v) for v in value)
-    return _is_constant(value)
-
-
-def _token(value: Any, own_hash: Callable[[Callable], str]) -> str:
-    try:
-        return hashing.stable_token(value, own_hash)
-    except hashing.TokenizationError:
-        return "untokenizable"
+    def _assemble(self, reactor: str, root: _Node, extras: list[_Node]) -> dict[str, str]:
+        values: dict[str, set[str]] = {}
+        seen: set[int] = set()
+        top = root.label or "reactor"
+        stack: list[tuple[_Node, str]] = [(n, top) for n in extras] + [(root, top)]
+        state_labels = self.state.labels
+        while stack:
+            node, context = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node is root:
+                values.setdefault("reactor", set()).add(node.value or "")
+            elif node.label is not None:
+                values.setdefault(node.label, set()).add(node.value or "")
+                context = node.label
+            if node.kind == "untracked":
+                _warn_untracked(context, node.obj, reactor)
+            for (label, target, value), token in zip(node.edges, node.values):
+                if label is not None:
+                    if label.partition(":")[2] in state_labels or self.state.is_state(value):
+                        continue
+                    values.setdefault(label, set()).add(token)
+                stack.append((target, label or context))
+            stack.extend((target, context) for target in node.found)
+        return {label: found.pop() if len(found) == 1 else hashing.digest("merged", *sorted(found))
+                for label, found in values.items()}
 
 
-_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
-_STORE_GLOBAL = dis.opmap["STORE_GLOBAL"]
-_facts_cache: dict[int, tuple[types.CodeType, frozenset[str], frozenset[str]]] = {}
+def _pinned(obj: Any) -> bool:
+    info = getattr(obj, "pyplant", None) if isinstance(obj, types.FunctionType) else None
+    return getattr(info, "version", None) is not None
 
 
-def _imports(code: types.CodeType) -> frozenset[str]:
-    """Module names imported in the body of ``code`` (and nested code), cached per process."""
-    return _code_facts(code)[0]
+def _bound_objects(func: types.FunctionType) -> list:
+    found = list(func.__defaults__ or ()) + list((func.__kwdefaults__ or {}).values())
+    for cell in func.__closure__ or ():
+        try:
+            found.append(cell.cell_contents)
+        except ValueError:
+            continue
+    return found
 
 
-def _stored_globals(code: types.CodeType) -> frozenset[str]:
-    """Global names ``code`` assigns (``global x; x = ...``): state, not constants."""
-    return _code_facts(code)[1]
+def _imported_modules(name: str, level: int, namespace: dict) -> list[types.ModuleType]:
+    """``import a.b.c`` binds ``a``; its code reaches ``a.b.c`` through attributes."""
+    if level:
+        return []
+    parts = name.split(".")
+    return [m for m in (sys.modules.get(".".join(parts[:i + 1])) for i in range(len(parts))) if m is not None]
 
 
-def _code_facts(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
-    cached = _facts_cache.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1], cached[2]
-    imports: set[str] = set()
-    stores: set[str] = set()
-    opcodes = code.co_code[::2]
-    if _IMPORT_NAME in opcodes or _STORE_GLOBAL in opcodes:  # cheap test before disassembling
-        for ins in dis.get_instructions(code):
-            if ins.opcode == _IMPORT_NAME and ins.argval:
-                imports.add(ins.argval)
-            elif ins.opcode == _STORE_GLOBAL:
-                stores.add(ins.argval)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            nested = _code_facts(const)
-            imports |= nested[0]
-            stores |= nested[1]
-    result = frozenset(imports), frozenset(stores)
-    _facts_cache[id(code)] = (code, *result)
-    return result
+def _methods(name: str, value: Any) -> list[tuple[types.FunctionType, str | None]]:
+    """The functions a class attribute holds, with the role of their first parameter."""
+    if isinstance(value, types.FunctionType):
+        if name == "__new__":
+            return [(value, None)]
+        return [(value, "classmethod" if name in ("__init_subclass__", "__class_getitem__") else "method")]
+    if isinstance(value, staticmethod):
+        func = value.__func__
+        return [(func, None)] if isinstance(func, types.FunctionType) else []
+    if isinstance(value, classmethod):
+        func = value.__func__
+        return [(func, "classmethod")] if isinstance(func, types.FunctionType) else []
+    if isinstance(value, property):
+        return [(f, "method") for f in (value.fget, value.fset, value.fdel) if isinstance(f, types.FunctionType)]
+    if isinstance(value, functools.cached_property) and isinstance(value.func, types.FunctionType):
+        return [(value.func, "method")]
+    return []
 
 
-def _names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _names(const)
-    return names
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_untracked(label: str, obj: Any, reactor: str) -> None:
+    """Once per object per process, so that it informs rather than drowns."""
+    kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    if (label, kind) in _warned:
+        return
+    _warned.add((label, kind))
+    logging.getLogger(_SELF).warning(
+        "changes to %s (type %s) reached from reactor '%s' are not tracked: it has no stable "
+        "representation (it cannot be pickled and its repr holds a memory address)",
+        label.partition(":")[2] or label, kind, reactor)

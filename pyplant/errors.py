@@ -8,7 +8,8 @@ attributes (``reactor``, ``ingredient``) so that tools can act on them::
      +-- DependencyCycleError(PyPlantError, RuntimeError)      a -> b -> a
      +-- DuplicateProducerError(PyPlantError, RuntimeError)    two reactors send one name
      +-- SerializationError(PyPlantError, TypeError)           neither pickle nor dill can store it
-     +-- ConfigError(PyPlantError, AttributeError)             a missing config parameter
+     +-- TokenizationError(PyPlantError, TypeError)            a value has no stable token
+     +-- ConfigError(PyPlantError, AttributeError)             a missing or untokenizable parameter
      |    +-- ConfigWriteError(ConfigError)                     a reactor wrote to the config
      +-- ReactorDefinitionError(PyPlantError, TypeError)       not a usable reactor function
      +-- UnknownReactorError(PyPlantError, ValueError)         run_reactor names an unknown reactor
@@ -62,8 +63,13 @@ class SerializationError(PyPlantError, TypeError):
     """A sent value can be stored neither with pickle nor with dill."""
 
 
+class TokenizationError(PyPlantError, TypeError):
+    """A value has no stable representation to compare across runs (it cannot be pickled and
+    its repr holds a memory address, or it is nested too deeply)."""
+
+
 class ConfigError(PyPlantError, AttributeError):
-    """A reactor read a config parameter that does not exist."""
+    """A config parameter does not exist, or its value cannot be compared across runs."""
 
 
 class ConfigWriteError(ConfigError):

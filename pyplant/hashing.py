@@ -14,11 +14,9 @@ object, reads and parses no source for code it has seen.
 from __future__ import annotations
 
 import ast
-import enum
-import functools
 import inspect
 import linecache
-import pickle
+import reprlib
 import textwrap
 import types
 from typing import Any, Callable, Iterable, Protocol
@@ -26,12 +24,13 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 import xxhash
 
+from .errors import TokenizationError
+
 HEX_DIGEST_CHARS = 32
 _SEP = b"\x1f"
 
-
-class TokenizationError(TypeError):
-    """A config value has no stable representation (its repr holds a memory address)."""
+__all__ = ["TokenizationError", "digest", "bytes_hash", "array_hash", "file_hash", "code_hash",
+           "stable_token", "short_repr", "combine"]
 
 
 def digest(domain: str, *parts: bytes | str) -> str:
@@ -53,11 +52,16 @@ def bytes_hash(data: bytes | memoryview, domain: str = "bytes") -> str:
 
 
 def array_hash(arr: np.ndarray) -> str:
-    """Content hash of an array: dtype, shape and the C-ordered buffer."""
+    """Content hash of an array: dtype, shape and the C-ordered bytes.
+
+    Any fixed-size dtype works (``datetime64``, ``timedelta64``, structured, ``float16``): the
+    bytes are read through a ``uint8`` view, which the buffer protocol does not refuse.
+    """
     arr = np.ascontiguousarray(arr)
     h = xxhash.xxh3_128()
     h.update(f"array{_SEP!r}{arr.dtype.str}{_SEP!r}{arr.shape}".encode())
-    h.update(memoryview(arr).cast("B") if arr.size else b"")
+    if arr.size:
+        h.update(arr.reshape(-1).view(np.uint8))
     return h.hexdigest()
 
 
@@ -88,10 +92,10 @@ def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
 
     Falls back to the compiled code object (bytecode, constants, names) when the source is not
     available, which is as stable across processes as the interpreter version. ``memo``, when
-    given, is asked before parsing, so a warm process parses no function it has seen.
+    given, is asked before parsing, so a warm process parses no function it has seen. A
+    wrapper (``functools.wraps``) is hashed by its own code: what it wraps is followed by the
+    dependency walk, not hidden behind it.
     """
-    if hasattr(func, "__wrapped__"):
-        func = inspect.unwrap(func)
     code = getattr(func, "__code__", None)
     if code is None:
         return digest("callable", _qualified_name(func))
@@ -197,76 +201,58 @@ def _qualified_name(obj: Any) -> str:
 def stable_token(value: Any, code_hasher: Callable[[Callable], str] = code_hash) -> str:
     """A hash of ``value`` that is equal across processes exactly when the values are equal.
 
-    Containers are walked, arrays hashed by content, callables by their code hash, slices and
-    ranges by their fields, objects by class and attributes.
+    Containers are walked (a container holding itself is fine), arrays and pandas objects
+    hashed by content, functions and classes by ``code_hasher`` (the scheduler passes one that
+    covers all the code they reach), instances by class and attributes, library objects by what
+    pickle would store; see ``tokens.py``.
 
     Raises
     ------
     TokenizationError
-        when the value has no stable representation (for example a repr with a memory address
-        and no attributes to walk, and it cannot be pickled).
+        when the value has no stable representation (it cannot be pickled and its repr holds a
+        memory address, or it is nested too deeply).
     """
-    return digest("token", _encode(value, code_hasher, 0))
+    from .tokens import Tokenizer  # tokens.py builds on this module
+
+    return Tokenizer(lambda obj: _code_text(obj, code_hasher)).token(value)
 
 
-def _encode(value: Any, code_hasher: Callable[[Callable], str], depth: int) -> str:
-    if depth > 50:
-        raise TokenizationError("config value is nested more than 50 levels deep")
-    enc = lambda v: _encode(v, code_hasher, depth + 1)  # noqa: E731
-    kind = type(value)
-    if value is None or kind in (bool, int, float, complex, str, bytes):
-        return f"{kind.__name__}:{value!r}"
-    if kind is slice:
-        return f"slice({enc(value.start)},{enc(value.stop)},{enc(value.step)})"
-    if kind is range:
-        return f"range({value.start},{value.stop},{value.step})"
-    if isinstance(value, enum.Enum):
-        return f"enum:{_qualified_name(kind)}.{value.name}"
-    if isinstance(value, (tuple, list)):
-        return f"{_qualified_name(kind)}[{','.join(enc(v) for v in value)}]"
-    if isinstance(value, (set, frozenset)):
-        return f"{kind.__name__}{{{','.join(sorted(enc(v) for v in value))}}}"
-    if isinstance(value, dict):
-        items = sorted(f"{enc(k)}:{enc(v)}" for k, v in value.items())
-        return f"{_qualified_name(kind)}{{{','.join(items)}}}"
-    if isinstance(value, np.ndarray):
-        return f"ndarray:{array_hash(value)}" if value.dtype != object else f"ndarray[{enc(value.tolist())}]"
-    if isinstance(value, np.generic):
-        return f"np:{value.dtype.str}:{value!r}"
-    if isinstance(value, type):
-        return f"type:{_qualified_name(value)}"
-    if isinstance(value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)):
-        return _encode_callable(value, code_hasher, enc)
-    return _encode_object(value, enc)
+def _code_text(obj: Any, code_hasher: Callable[[Callable], str]) -> str:
+    if isinstance(obj, types.ModuleType):
+        return f"module:{obj.__name__}"
+    if isinstance(obj, (types.FunctionType, type)):
+        return f"code:{code_hasher(obj)}"
+    return f"builtin:{_qualified_name(obj)}"
 
 
-def _encode_callable(value: Any, code_hasher: Callable[[Callable], str], enc: Callable[[Any], str]) -> str:
-    if isinstance(value, functools.partial):
-        return f"partial({enc(value.func)},{enc(value.args)},{enc(value.keywords)})"
-    if isinstance(value, types.MethodType):
-        return f"method({enc(value.__func__)})"
-    if isinstance(value, types.BuiltinFunctionType):
-        return f"builtin:{_qualified_name(value)}"
-    return f"code:{code_hasher(value)}"
+class _ShortRepr(reprlib.Repr):
+    """Functions and classes by qualified name, other objects without memory addresses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = 60
+
+    def repr1(self, x: Any, level: int) -> str:
+        if isinstance(x, (types.FunctionType, types.BuiltinFunctionType, type)):
+            return _qualified_name(x)
+        if isinstance(x, types.MethodType):
+            return f"{_qualified_name(x.__func__)} of {self.repr1(x.__self__, level - 1)}"
+        return super().repr1(x, level)
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        text = reprlib.Repr.repr_instance(self, x, level)
+        if " at 0x" in text:
+            return f"<{type(x).__qualname__} object>"
+        return text
 
 
-def _encode_object(value: Any, enc: Callable[[Any], str]) -> str:
-    attrs = getattr(value, "__dict__", None)
-    if attrs is not None and not callable(value):
-        public = {k: v for k, v in attrs.items() if not k.startswith("_pyplant")}
-        return f"obj:{_qualified_name(type(value))}{enc(public)}"
-    text = repr(value)
-    if " at 0x" not in text:
-        return f"repr:{_qualified_name(type(value))}:{text}"
-    try:
-        return f"pickle:{bytes_hash(pickle.dumps(value, protocol=5))}"
-    except Exception as exc:
-        raise TokenizationError(f"cannot make a stable token of {text}: {exc}") from exc
+_short = _ShortRepr()
 
 
 def short_repr(value: Any, limit: int = 60) -> str:
-    """A short human-readable repr of a config value, for 'why it re-ran' messages."""
-    text = repr(value)
+    """A short human-readable repr of a config value, for 'why it re-ran' messages: functions
+    and classes by qualified name, never a memory address."""
+    text = _short.repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

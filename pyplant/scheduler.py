@@ -43,6 +43,7 @@ import lmdb
 from . import hashing
 from .errors import (AllocationError, CorruptVersionError, PyPlantError, DependencyCycleError, DuplicateProducerError,
                      IngredientNotFoundError, ReactorProtocolError, WarehouseError)
+from .config import param_token
 from .pipework import Pipework, ReceiveRequest
 from .reactor import _active, start_generator, subreactor_function
 from .warehouse import Stored, Trace, Version
@@ -114,7 +115,8 @@ class ReactorRun:
     # called by ConfigBase on each read of a non-auxiliary parameter
     def __call__(self, param: str, value: Any) -> None:
         if param not in self.config_reads:
-            self.config_reads[param] = (self.scheduler.config_token(param, value), hashing.short_repr(value))
+            self.config_reads[param] = (self.scheduler.config_token(param, value, self.name),
+                                        hashing.short_repr(value))
 
     def read_config(self, param: str, register: bool) -> Any:
         config = self.scheduler.plant.config
@@ -285,16 +287,11 @@ class Scheduler:
         return None
 
     def _code_map(self, node: Node) -> dict[str, str]:
-        """{label: hash} of the reactor's code and all user code it reaches (dependencies.py)."""
-        code = self.code_maps.get(node.name)
-        if code is None:
-            info = getattr(node.func, "pyplant", None)
-            if info is not None and info.version is not None and self.plant.functionHash is None:
-                code = {"reactor": self.plant._code_hash(node.func)}  # pinned: helpers too
-            else:
-                code = self.mapper.code_map(node.func)
-            self.code_maps[node.name] = code
-        return code
+        """{label: hash} of the reactor's code and all user code it reaches (dependencies.py).
+        All reactors are mapped together, before any runs: what one mutates is state for all."""
+        if not self.code_maps:
+            self.code_maps = self.mapper.code_maps({n.name: n.func for n in self.order})
+        return self.code_maps[node.name]
 
     def _subreactor_hash(self, label: str) -> str | None:
         if label not in self.code_hashes:
@@ -310,14 +307,14 @@ class Scheduler:
             if not config.has(param):
                 return f"config parameter '{param}' was removed"
             value = config.peek(param)
-            if self.config_token(param, value) != token:
+            if self.config_token(param, value, trace.reactor) != token:
                 return f"config parameter '{param}' changed from {shown} to {hashing.short_repr(value)}"
         return None
 
-    def config_token(self, param: str, value: Any) -> str:
+    def config_token(self, param: str, value: Any, reactor: str | None = None) -> str:
         token = self.config_tokens.get(param)
         if token is None:
-            token = hashing.stable_token(value, self._deep_code_hash)
+            token = param_token(param, value, self._deep_code_hash, reactor)
             self.config_tokens[param] = token
         return token
 

@@ -1,0 +1,554 @@
+"""What a code object does with names and objects, read from its bytecode (no source needed).
+
+``facts(code)`` answers, once per code object per process (nested code included):
+
+``globals``     names used as globals (``LOAD_GLOBAL``, ``LOAD_NAME``, ``STORE_GLOBAL``, ...)
+``attributes``  names used as attributes (``LOAD_ATTR``, ``LOAD_METHOD``, ``STORE_ATTR``,
+                ``IMPORT_FROM``): ``np.linalg.solve`` names the global ``np`` and the
+                attributes ``linalg`` and ``solve``, never a global ``solve``
+``imports``     modules imported in the body: ``(name, level)``
+``rebound``     globals the code assigns or deletes (``global n; n += 1``)
+``rebound_free`` free variables it assigns (``nonlocal n; n += 1``)
+``mutations``   the places whose object the code changes in place: ``X.append(v)``,
+                ``X[a][b] = v``, ``self.cache[k] = v``, ``del X.attr``, ``x += [1]`` on a
+                place, ``setattr(X, 'a', v)``
+
+A place is a root (a global, a free variable of the function, its first argument, an imported
+module) followed by attribute and item steps. Places are found by a small abstract
+interpretation: each stack slot holds a place or "unknown"; instructions whose effect on the
+stack is not known exactly make every slot unknown, so the analysis can miss a mutation (a
+value that is state then counts as a constant: a wasted re-run) but never invents one (which
+would drop a real dependency).
+"""
+from __future__ import annotations
+
+import dis
+import sys
+import types
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+# Method names that change a builtin or library container in place.
+MUTATING_METHODS = frozenset({
+    "append", "extend", "insert", "update", "setdefault", "pop", "popitem", "clear", "add",
+    "discard", "remove", "sort", "reverse", "appendleft", "extendleft", "popleft", "rotate",
+    "move_to_end", "difference_update", "intersection_update", "symmetric_difference_update",
+    "fill", "resize", "itemset", "put", "put_nowait", "__setitem__", "__delitem__",
+})
+ANY_KEY = "<any>"  # an item step whose key is not a constant
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an object is found: ``root`` then ``steps``.
+
+    ``root`` is ``("global", name)``, ``("free", name)`` (a closure cell of the function),
+    ``("arg0",)`` (its first parameter: ``self`` or ``cls``) or ``("import", name, level)``.
+    A step is ``(".", attribute)`` or ``("[]", key)`` with ``key`` a constant or ``ANY_KEY``.
+    """
+    root: tuple
+    steps: tuple = ()
+
+    def attr(self, name: str) -> "Place":
+        return Place(self.root, self.steps + ((".", name),))
+
+    def item(self, key: Any) -> "Place":
+        return Place(self.root, self.steps + (("[]", key),))
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """The object at ``place`` is changed through ``how`` (a method or dunder name); ``attr``
+    is the attribute assigned or deleted on it, if that is how."""
+    place: Place
+    how: str
+    attr: str | None = None
+
+
+@dataclass(frozen=True)
+class Facts:
+    globals: frozenset
+    attributes: frozenset
+    imports: tuple
+    rebound: frozenset
+    rebound_free: frozenset
+    mutations: tuple
+
+
+@dataclass(frozen=True)
+class _Const:
+    value: Any
+
+
+_UNKNOWN = None
+_cache: dict[int, tuple[types.CodeType, Facts]] = {}
+_INPLACE = {"+=": "__iadd__", "-=": "__isub__", "*=": "__imul__", "/=": "__itruediv__",
+            "//=": "__ifloordiv__", "%=": "__imod__", "**=": "__ipow__", "<<=": "__ilshift__",
+            ">>=": "__irshift__", "&=": "__iand__", "|=": "__ior__", "^=": "__ixor__",
+            "@=": "__imatmul__"}
+
+
+def facts(code: types.CodeType) -> Facts:
+    """Facts of ``code`` and the code nested in it, cached per code object."""
+    cached = _cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    result = _Analysis(code, None).run()
+    _cache[id(code)] = (code, result)
+    return result
+
+
+_names_cache: dict[int, tuple[types.CodeType, frozenset, bool]] = {}
+
+
+def names(code: types.CodeType) -> tuple[frozenset, bool]:
+    """A first look, without decoding: every name of ``code`` and its nested code
+    (``co_names``: globals and attributes together) and whether it imports anything."""
+    cached = _names_cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1], cached[2]
+    found = set(code.co_names)
+    imports = bytes([_IMPORT_NAME]) in code.co_code[::2]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            nested, nested_imports = names(const)
+            found |= nested
+            imports = imports or nested_imports
+    result = frozenset(found), imports
+    _names_cache[id(code)] = (code, *result)
+    return result
+
+
+# --- reading instructions --------------------------------------------------------------------
+
+_OP = dis.opmap
+_JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+_BACKWARD = frozenset(_OP[n] for n in _OP if "BACKWARD" in n)
+_UNCONDITIONAL = frozenset(_OP[n] for n in ("RETURN_VALUE", "RAISE_VARARGS", "RERAISE", "JUMP_FORWARD",
+                                            "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT",
+                                            "RETURN_CONST", "JUMP", "JUMP_NO_INTERRUPT") if n in _OP)
+_NAME_OPS = frozenset(_OP[n] for n in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR", "IMPORT_NAME",
+                                       "IMPORT_FROM", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME",
+                                       "STORE_NAME", "DELETE_NAME") if n in _OP)
+_LOCAL_OPS = frozenset(_OP[n] for n in ("LOAD_FAST", "STORE_FAST", "DELETE_FAST") if n in _OP)
+_CELL_OPS = frozenset(_OP[n] for n in ("LOAD_DEREF", "STORE_DEREF", "DELETE_DEREF", "LOAD_CLOSURE",
+                                       "LOAD_CLASSDEREF", "MAKE_CELL") if n in _OP)
+_FAST_DECODER = sys.version_info[:2] == (3, 11)
+
+
+def _instructions(code: types.CodeType) -> Iterator[tuple[int, str, int, Any, int | None]]:
+    """``(offset, opname, arg, argval, jump target)`` of each instruction; the offset of an
+    instruction with ``EXTENDED_ARG`` prefixes is that of its first prefix, where jumps land.
+
+    On Python 3.11 the bytes are decoded directly (``dis.get_instructions`` costs ~45 µs for
+    a three-line function, which a warm run of thousands of reactors cannot afford); on other
+    versions ``dis`` does it.
+    """
+    if not _FAST_DECODER:
+        prefix = None
+        for ins in dis.get_instructions(code):
+            if ins.opname == "EXTENDED_ARG":
+                prefix = ins.offset if prefix is None else prefix
+                continue
+            offset, prefix = (ins.offset if prefix is None else prefix), None
+            target = ins.argval if ins.opcode in _JUMPS else None
+            yield offset, ins.opname, ins.arg or 0, ins.argval, target
+        return
+    raw = code.co_code
+    cells = None
+    ext = 0
+    start = 0  # where the instruction begins, with its EXTENDED_ARG prefixes: jumps land there
+    for offset in range(0, len(raw), 2):
+        op, arg = raw[offset], raw[offset + 1] | ext
+        if op == _EXTENDED_ARG:
+            if not ext:
+                start = offset
+            ext = arg << 8
+            continue
+        if not ext:
+            start = offset
+        ext = 0
+        if op == _CACHE:
+            continue
+        argval: Any = None
+        target = None
+        if op == _LOAD_GLOBAL:
+            argval = code.co_names[arg >> 1]
+        elif op in _NAME_OPS:
+            argval = code.co_names[arg]
+        elif op in _LOCAL_OPS:
+            argval = code.co_varnames[arg]
+        elif op in _CELL_OPS:
+            if cells is None:
+                cells = code.co_varnames + tuple(c for c in code.co_cellvars if c not in code.co_varnames) \
+                    + code.co_freevars
+            argval = cells[arg]
+        elif op == _LOAD_CONST:
+            argval = code.co_consts[arg]
+        elif op in _JUMPS:
+            target = offset + 2 + (-arg if op in _BACKWARD else arg) * 2
+        yield start, dis.opname[op], arg, argval, target
+
+
+_EXTENDED_ARG = _OP["EXTENDED_ARG"]
+_IMPORT_NAME = _OP["IMPORT_NAME"]
+_CACHE = _OP.get("CACHE", -1)
+_LOAD_GLOBAL = _OP["LOAD_GLOBAL"]
+_LOAD_CONST = _OP["LOAD_CONST"]
+
+# Instructions that pop some values and push this many new (unknown) ones; how many they pop
+# follows from dis.stack_effect. Every other instruction makes the whole stack unknown.
+_PUSHES = {name: 1 for name in (
+    "UNARY_POSITIVE", "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "COMPARE_OP", "IS_OP",
+    "CONTAINS_OP", "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP",
+    "BUILD_STRING", "BUILD_SLICE", "LIST_TO_TUPLE", "FORMAT_VALUE", "CALL", "CALL_FUNCTION_EX",
+    "MAKE_FUNCTION", "GET_ITER", "GET_LEN", "LOAD_BUILD_CLASS", "LOAD_ASSERTION_ERROR",
+    "GET_YIELD_FROM_ITER", "YIELD_VALUE", "PUSH_NULL", "LOAD_CLOSURE", "BINARY_SLICE")}
+_PUSHES.update({name: 0 for name in (
+    "NOP", "RESUME", "POP_TOP", "RETURN_VALUE", "LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND",
+    "SET_UPDATE", "DICT_UPDATE", "DICT_MERGE", "PRINT_EXPR", "RAISE_VARARGS", "POP_EXCEPT",
+    "MAKE_CELL", "COPY_FREE_VARS", "KW_NAMES", "PRECALL", "DELETE_FAST", "DELETE_DEREF",
+    "SETUP_ANNOTATIONS", "IMPORT_STAR", "RERAISE", "STORE_NAME", "DELETE_NAME", "RETURN_CONST")})
+# Jumps whose only effect on the stack is to pop (or, for FOR_ITER, push) plain values.
+_SIMPLE_JUMPS = frozenset(n for n in dis.opmap if n.startswith(("POP_JUMP", "JUMP")) or n == "FOR_ITER")
+
+
+# --- the abstract interpretation --------------------------------------------------------------
+
+class _Analysis:
+    """One pass over one code object; ``env`` gives the places of its free variables when it
+    is nested in code being analysed (a comprehension, a lambda, an inner function), and is
+    None for the code of the function being asked about."""
+
+    def __init__(self, code: types.CodeType, env: dict[str, Any] | None):
+        self.code = code
+        self.env = env
+        self.globals: set[str] = set()
+        self.attributes: set[str] = set()
+        self.imports: set[tuple[str, int]] = set()
+        self.rebound: set[str] = set()
+        self.rebound_free: set[str] = set()
+        self.mutations: set[Mutation] = set()
+        self.fixed = self._fixed_locals()  # locals bound once: their place is known
+        self.stack: list[Any] = []
+
+    def run(self) -> Facts:
+        self._interpret()
+        for const in self.code.co_consts:
+            if isinstance(const, types.CodeType):
+                self._merge(_Analysis(const, self._env_for(const)).run())
+        return Facts(frozenset(self.globals), frozenset(self.attributes), tuple(sorted(self.imports)),
+                     frozenset(self.rebound), frozenset(self.rebound_free), tuple(self.mutations))
+
+    def _merge(self, nested: Facts) -> None:
+        self.globals |= nested.globals
+        self.attributes |= nested.attributes
+        self.imports.update(nested.imports)
+        self.rebound |= nested.rebound
+        self.rebound_free |= nested.rebound_free & set(self.code.co_freevars)
+        self.mutations.update(nested.mutations)
+
+    def _env_for(self, nested: types.CodeType) -> dict[str, Any]:
+        """The place each free variable of ``nested`` has here (None when only known at run time)."""
+        env = {}
+        for name in nested.co_freevars:
+            if name in self.code.co_freevars:
+                env[name] = Place(("free", name)) if self.env is None else self.env.get(name)
+            else:
+                env[name] = self.fixed.get(name)
+        return env
+
+    def _fixed_locals(self) -> dict[str, Any]:
+        """Parameter 0 when it is never re-assigned: ``self`` (or ``cls``) everywhere. Only for
+        the function asked about: the first parameter of nested code is its own."""
+        code = self.code
+        fixed: dict[str, Any] = {}
+        if code.co_argcount and self.env is None:
+            name = code.co_varnames[0]
+            if name not in _assigned_names(code):
+                fixed[name] = Place(("arg0",))
+        return fixed
+
+    # stack helpers
+    def _push(self, value: Any) -> None:
+        self.stack.append(value)
+
+    def _pop(self) -> Any:
+        return self.stack.pop() if self.stack else _UNKNOWN
+
+    def _peek(self, n: int) -> Any:
+        return self.stack[-n] if len(self.stack) >= n else _UNKNOWN
+
+    def _effect(self, opname: str, arg: int, jump: bool) -> int:
+        try:
+            return dis.stack_effect(dis.opmap[opname], arg if dis.opmap[opname] >= dis.HAVE_ARGUMENT else None,
+                                    jump=jump)
+        except ValueError:
+            return 0
+
+    def _wipe(self, effect: int) -> None:
+        self.stack = [_UNKNOWN] * max(0, len(self.stack) + effect)
+
+    def _interpret(self) -> None:
+        pending: dict[int, list] = {}   # forward jump target -> stack arriving there
+        reachable = True
+        for offset, opname, arg, argval, target in _instructions(self.code):
+            if offset in pending:
+                incoming = pending.pop(offset)
+                self.stack = _merge_stacks(self.stack, incoming) if reachable else incoming
+                reachable = True
+            elif not reachable:  # an exception handler: nothing known about its stack
+                self.stack = []
+                reachable = True
+            if target is not None:
+                jumped = self._jump(opname, arg, target)
+                if jumped is not None and target > offset:
+                    pending[target] = _merge_stacks(pending[target], jumped) if target in pending else jumped
+            else:
+                self._step(opname, arg, argval)
+            if dis.opmap[opname] in _UNCONDITIONAL:
+                reachable = False
+
+    def _jump(self, opname: str, arg: int, target: int) -> list | None:
+        """Apply a jump instruction's fall-through effect; return the stack at its target."""
+        if opname not in _SIMPLE_JUMPS:
+            self._wipe(self._effect(opname, arg, jump=False))
+            return [_UNKNOWN] * max(0, len(self.stack))
+        jumped = _apply(self.stack, self._effect(opname, arg, jump=True))
+        self.stack = _apply(self.stack, self._effect(opname, arg, jump=False))
+        return jumped
+
+    def _step(self, opname: str, arg: int, argval: Any) -> None:  # noqa: C901 (a dispatch table)
+        handler = _HANDLERS.get(opname)
+        if handler is not None:
+            handler(self, arg, argval)
+            return
+        pushes = _PUSHES.get(opname)
+        effect = self._effect(opname, arg, jump=False)
+        if pushes is None:
+            self._wipe(effect)
+            return
+        for _ in range(pushes - effect):
+            self._pop()
+        for _ in range(pushes):
+            self._push(_UNKNOWN)
+
+    # handlers of the instructions that matter
+    def _load_global(self, arg: int, name: str) -> None:
+        self.globals.add(name)
+        if self._effect("LOAD_GLOBAL", arg, False) == 2:
+            self._push(_UNKNOWN)  # the NULL pushed before a called global
+        self._push(Place(("global", name)))
+
+    def _load_fast(self, arg: int, name: str) -> None:
+        self._push(self.fixed.get(name))
+
+    def _load_deref(self, arg: int, name: str) -> None:
+        if name in self.code.co_freevars:
+            self._push(Place(("free", name)) if self.env is None else self.env.get(name))
+        else:
+            self._push(self.fixed.get(name))
+
+    def _load_const(self, arg: int, value: Any) -> None:
+        self._push(_Const(value) if isinstance(value, (int, str, type(None))) or _is_str_tuple(value) else _UNKNOWN)
+
+    def _load_attr(self, arg: int, name: str) -> None:
+        self.attributes.add(name)
+        obj = self._pop()
+        if name in MUTATING_METHODS and isinstance(obj, Place):
+            self.mutations.add(Mutation(obj, name))
+        if self._effect("LOAD_ATTR", arg, False) == 1:  # 3.12: a method load pushes two
+            self._push(_UNKNOWN)
+            self._push(_UNKNOWN)
+        else:
+            self._push(obj.attr(name) if isinstance(obj, Place) else _UNKNOWN)
+
+    def _load_method(self, arg: int, name: str) -> None:
+        self.attributes.add(name)
+        obj = self._pop()
+        if name in MUTATING_METHODS and isinstance(obj, Place):
+            self.mutations.add(Mutation(obj, name))
+        self._push(_UNKNOWN)
+        self._push(_UNKNOWN)
+
+    def _store_attr(self, arg: int, name: str) -> None:
+        self.attributes.add(name)
+        obj = self._pop()
+        self._pop()
+        if isinstance(obj, Place):
+            self.mutations.add(Mutation(obj, "__setattr__", name))
+
+    def _delete_attr(self, arg: int, name: str) -> None:
+        self.attributes.add(name)
+        obj = self._pop()
+        if isinstance(obj, Place):
+            self.mutations.add(Mutation(obj, "__delattr__", name))
+
+    def _store_subscr(self, arg: int, argval: Any) -> None:
+        self._pop()
+        container = self._pop()
+        self._pop()
+        if isinstance(container, Place):
+            self.mutations.add(Mutation(container, "__setitem__"))
+
+    def _delete_subscr(self, arg: int, argval: Any) -> None:
+        self._pop()
+        container = self._pop()
+        if isinstance(container, Place):
+            self.mutations.add(Mutation(container, "__delitem__"))
+
+    def _binary_subscr(self, arg: int, argval: Any) -> None:
+        key = self._pop()
+        container = self._pop()
+        if isinstance(container, Place):
+            self._push(container.item(key.value if isinstance(key, _Const) else ANY_KEY))
+        else:
+            self._push(_UNKNOWN)
+
+    def _binary_op(self, arg: int, argval: Any) -> None:
+        self._pop()
+        target = self._pop()
+        symbol = _nb_symbol(arg)
+        if symbol in _INPLACE and isinstance(target, Place):
+            self.mutations.add(Mutation(target, _INPLACE[symbol]))
+        self._push(_UNKNOWN)
+
+    def _store_global(self, arg: int, name: str) -> None:
+        self.globals.add(name)
+        self.rebound.add(name)
+        self._pop()
+
+    def _delete_global(self, arg: int, name: str) -> None:
+        self.globals.add(name)
+        self.rebound.add(name)
+
+    def _load_name(self, arg: int, name: str) -> None:
+        self.globals.add(name)
+        self._push(Place(("global", name)))
+
+    def _store_fast(self, arg: int, name: str) -> None:
+        value = self._pop()
+        if name in self.code.co_freevars:  # `nonlocal x; x = ...`: the cell is state
+            self.rebound_free.add(name)
+            return
+        if name in self.single_stores and isinstance(value, Place):
+            self.fixed[name] = value
+
+    def _import_name(self, arg: int, name: str) -> None:
+        fromlist = self._pop()
+        level = self._pop()
+        level = level.value if isinstance(level, _Const) and isinstance(level.value, int) else 0
+        self.imports.add((name, level))
+        has_fromlist = isinstance(fromlist, _Const) and fromlist.value is not None
+        self._push(Place(("import", name if has_fromlist else name.split(".")[0], level)))
+
+    def _import_from(self, arg: int, name: str) -> None:
+        self.attributes.add(name)
+        module = self._peek(1)
+        self._push(module.attr(name) if isinstance(module, Place) else _UNKNOWN)
+
+    def _copy(self, arg: int, argval: Any) -> None:
+        self._push(self._peek(arg))
+
+    def _swap(self, arg: int, argval: Any) -> None:
+        if len(self.stack) >= arg:
+            self.stack[-1], self.stack[-arg] = self.stack[-arg], self.stack[-1]
+        else:
+            self.stack[-1] = _UNKNOWN
+
+    def _precall(self, arg: int, argval: Any) -> None:
+        """``setattr(X, 'a', v)`` and ``delattr(X, 'a')`` change X."""
+        func = self._peek(arg + 1)
+        if isinstance(func, Place) and func.root in (("global", "setattr"), ("global", "delattr")) \
+                and not func.steps and arg >= 2:
+            obj, name = self._peek(arg), self._peek(arg - 1)
+            if isinstance(obj, Place):
+                attr = name.value if isinstance(name, _Const) and isinstance(name.value, str) else None
+                self.mutations.add(Mutation(obj, "__setattr__", attr))
+        for _ in range(-self._effect("PRECALL", arg, False)):  # dis counts the arguments here
+            self._pop()
+
+    @property
+    def single_stores(self) -> frozenset:
+        return _single_stores(self.code)
+
+
+def _apply(stack: list, effect: int) -> list:
+    if effect <= 0:
+        return stack[:max(0, len(stack) + effect)]
+    return stack + [_UNKNOWN] * effect
+
+
+def _merge_stacks(a: list, b: list) -> list:
+    """Where two paths join: slots equal on both stay known (aligned from the top)."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return []
+    return [x if x == y else _UNKNOWN for x, y in zip(a[-n:], b[-n:])]
+
+
+def _is_str_tuple(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+
+
+def _nb_symbol(arg: int) -> str:
+    ops = getattr(dis, "_nb_ops", None)
+    return ops[arg][1] if ops is not None and 0 <= arg < len(ops) else ""
+
+
+_assigned_cache: dict[int, tuple[types.CodeType, frozenset, frozenset]] = {}
+
+
+def _assignments(code: types.CodeType) -> tuple[frozenset, frozenset]:
+    """(names assigned or deleted anywhere in ``code``, names assigned exactly once)."""
+    cached = _assigned_cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1], cached[2]
+    counts: dict[str, int] = {}
+    for _, opname, _, argval, _ in _instructions(code):
+        if opname in ("STORE_FAST", "STORE_DEREF"):
+            counts[argval] = counts.get(argval, 0) + 1
+        elif opname in ("DELETE_FAST", "DELETE_DEREF"):
+            counts[argval] = counts.get(argval, 0) + 2
+    result = frozenset(counts), frozenset(n for n, c in counts.items() if c == 1)
+    _assigned_cache[id(code)] = (code, *result)
+    return result
+
+
+def _assigned_names(code: types.CodeType) -> frozenset:
+    return _assignments(code)[0]
+
+
+def _single_stores(code: types.CodeType) -> frozenset:
+    """Locals assigned exactly once: an alias (``d = X``) whose place is then known."""
+    names, once = _assignments(code)
+    params = set(code.co_varnames[:code.co_argcount + code.co_kwonlyargcount
+                                  + bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)])
+    return frozenset(n for n in once if n not in params)
+
+
+_HANDLERS = {
+    "LOAD_GLOBAL": _Analysis._load_global,
+    "LOAD_NAME": _Analysis._load_name,
+    "LOAD_FAST": _Analysis._load_fast,
+    "LOAD_DEREF": _Analysis._load_deref,
+    "LOAD_CLASSDEREF": _Analysis._load_deref,
+    "LOAD_CONST": _Analysis._load_const,
+    "LOAD_ATTR": _Analysis._load_attr,
+    "LOAD_METHOD": _Analysis._load_method,
+    "STORE_ATTR": _Analysis._store_attr,
+    "DELETE_ATTR": _Analysis._delete_attr,
+    "STORE_SUBSCR": _Analysis._store_subscr,
+    "DELETE_SUBSCR": _Analysis._delete_subscr,
+    "BINARY_SUBSCR": _Analysis._binary_subscr,
+    "BINARY_OP": _Analysis._binary_op,
+    "STORE_GLOBAL": _Analysis._store_global,
+    "DELETE_GLOBAL": _Analysis._delete_global,
+    "STORE_FAST": _Analysis._store_fast,
+    "STORE_DEREF": _Analysis._store_fast,
+    "IMPORT_NAME": _Analysis._import_name,
+    "IMPORT_FROM": _Analysis._import_from,
+    "COPY": _Analysis._copy,
+    "SWAP": _Analysis._swap,
+    "PRECALL": _Analysis._precall,
+}
