@@ -8,7 +8,6 @@ them never re-runs anything. Writing to a bound config raises ``ConfigWriteError
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any, Callable, Iterable
 
 from . import hashing
@@ -138,10 +137,14 @@ def _is_plain_value(attr: Any) -> bool:
 
 
 def _is_cached_property(kind: type, name: str) -> bool:
-    try:
-        return isinstance(inspect.getattr_static(kind, name), functools.cached_property)
-    except AttributeError:
-        return False
+    return name in _cached_properties(kind)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_properties(kind: type) -> frozenset[str]:
+    """Names of the ``functools.cached_property`` attributes of a config class."""
+    return frozenset(name for cls in kind.__mro__ for name, value in vars(cls).items()
+                     if isinstance(value, functools.cached_property))
 
 
 def param_token(name: str, value: Any, code_hasher: Callable[[Callable], str],

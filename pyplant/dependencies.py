@@ -357,9 +357,10 @@ class _Walk:
         code = func.__code__
         namespace = func.__globals__
         names, imports = bytecode.names(code)
-        modules: list[types.ModuleType] = [v for v in _bound_objects(func) if isinstance(v, types.ModuleType)]
-        if not (func.__closure__ or imports or role or any(n in namespace for n in names)):
+        if not (func.__closure__ or func.__defaults__ or func.__kwdefaults__ or imports or role
+                or any(n in namespace for n in names)):
             return  # references nothing: the common reactor of a long chain
+        modules: list[types.ModuleType] = [v for v in _bound_objects(func) if isinstance(v, types.ModuleType)]
         facts = bytecode.facts(code)
         prefix = module_label(namespace.get("__name__"), namespace)
         for name in sorted(facts.globals):
@@ -464,14 +465,19 @@ class _Walk:
             node.value = tokenizer.token(self._bound(obj))
         elif kind == "data":
             node.value = tokenizer.token(obj)
+        node.found = tokenizer.found[start:]
+        # the code met in a binding's value is found again when its own node is valued
         node.values = [tokenizer.token(value) if label is not None else None
                        for label, _, value in node.edges]
-        node.found = tokenizer.found[start:]
         del tokenizer.found[start:]
         node.valued = True
 
     def _function_value(self, func: types.FunctionType) -> str:
-        return hashing.digest("fn", self.own_hash(func), self.tokenizer.encode(self._bound(func)))
+        """Its own code hash, combined with the values bound to it when there are any."""
+        own = self.own_hash(func)
+        if func.__defaults__ is None and func.__kwdefaults__ is None and func.__closure__ is None:
+            return own
+        return hashing.digest("fn", own, self.tokenizer.encode(self._bound(func)))
 
     def _bound(self, func: types.FunctionType) -> tuple:
         """The values bound to a function: defaults, keyword defaults, closure cells (by name),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generator, Protocol
 
 from .errors import ReactorDefinitionError
+from .naming import module_label
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,13 @@ def registered_reactors() -> list[Callable]:
 
 def subreactor_key(func: Callable) -> str:
     """Subreactors are known by module and qualified name: two modules may both define one
-    called ``normalize``."""
-    return f"{func.__module__}.{func.__qualname__}"
+    called ``normalize``. A script's ``__main__`` is named as its file would be imported
+    (``naming.module_label``), so a script run directly and imported by another one has the
+    same subreactors."""
+    namespace = getattr(func, "__globals__", None)
+    if not isinstance(namespace, dict) or namespace.get("__name__") != func.__module__:
+        namespace = None
+    return f"{module_label(func.__module__, namespace)}.{func.__qualname__}"
 
 
 def subreactor_function(key: str) -> Callable | None:

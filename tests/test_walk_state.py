@@ -1,0 +1,174 @@
+"""State is not a constant: values that the reachable code mutates at run time (a list the
+reactors append to, a cache filled while running, a counter assigned with ``global``) never
+re-run anything, in a fresh process or in the same one; constants still do."""
+from __future__ import annotations
+
+from conftest import result_of, run_script, write_script
+from edit_scenario import Scenario
+
+# Several reactors that all reach one helper module; `final` is the target.
+STATEFUL_PIPELINE = '''
+import helpers
+
+@ReactorFunc
+def first(pipe):
+    pipe.send("a", helpers.step(1))
+
+@ReactorFunc
+def second(pipe):
+    a = yield pipe.receive("a")
+    pipe.send("b", helpers.step(a + 1))
+
+@ReactorFunc
+def third(pipe):
+    b = yield pipe.receive("b")
+    pipe.send("c", helpers.read(b))
+
+@ReactorFunc
+def target(pipe):
+    c = yield pipe.receive("c")
+    RESULT["c"] = c
+
+plant = open_plant()
+plant.add_reactors(target, third, second, first)
+plant.run_reactor(target)
+runs = [list(STARTED)]
+STARTED.clear()
+plant.run_reactor(target)  # the same process again: the state has grown
+runs.append(list(STARTED))
+explain = plant.explain()
+plant.shutdown()
+report(explain=explain, runs=runs)
+'''
+
+
+def _check_state_never_reruns(tmp_path, helpers_src, constant_edit):
+    scenario = Scenario(tmp_path, helpers_src, STATEFUL_PIPELINE)
+    cold = scenario.run()
+    assert sorted(cold["runs"][0]) == ["first", "second", "target", "third"]
+    assert cold["runs"][1] == ["target"], cold["explain"]        # same process, state grown
+    warm = scenario.run()
+    assert warm["runs"] == [["target"], ["target"]], warm["explain"]   # fresh process
+    scenario.edit(*constant_edit)                                # a constant still counts
+    edited = scenario.run()
+    assert "first" in edited["runs"][0] and edited["result"] == scenario.from_scratch()["result"]
+    assert edited["result"] != cold["result"]
+
+
+def test_module_list_appended_by_reactors_never_reruns(tmp_path):
+    """RESULTS.append(...) in reactors: RESULTS is state; SCALE is a constant."""
+    _check_state_never_reruns(tmp_path, '''
+    RESULTS = []
+    SCALE = 2
+
+    def step(v):
+        RESULTS.append(v)
+        return v * SCALE
+
+    def read(v):
+        return v + len(RESULTS) * 0
+    ''', ("SCALE = 2", "SCALE = 3"))
+
+
+def test_dict_cache_filled_at_run_time_never_reruns(tmp_path):
+    """_CACHE[k] = v while running: state; PARAMS (never mutated) is a constant."""
+    _check_state_never_reruns(tmp_path, '''
+    _CACHE = {}
+    PARAMS = {"offset": 1}
+
+    def step(v):
+        if v not in _CACHE:
+            _CACHE[v] = v + PARAMS["offset"]
+        return _CACHE[v]
+
+    def read(v):
+        return v
+    ''', ('PARAMS = {"offset": 1}', 'PARAMS = {"offset": 5}'))
+
+
+def test_counter_assigned_by_one_helper_read_by_another_never_reruns(tmp_path):
+    """`global n; n += 1` in `step` makes `n` state for `read` too, though `third` (which
+    reads it) never reaches `step`: state is shared by all reactors of a session."""
+    _check_state_never_reruns(tmp_path, '''
+    n = 0
+    LIMIT = 100
+
+    def step(v):
+        global n
+        n += 1
+        return v + 1
+
+    def read(v):
+        return v + min(n, LIMIT) * 0
+    ''', ("def step(v):\n    global n", "def step(v):\n    v = v * 2\n    global n"))
+
+
+def test_nested_mutation_marks_only_the_inner_object(tmp_path):
+    """`TABLE['seen'].append(v)` makes only TABLE['seen'] state: TABLE['scale'] still counts."""
+    _check_state_never_reruns(tmp_path, '''
+    TABLE = {"seen": [], "scale": 2}
+
+    def step(v):
+        TABLE["seen"].append(v)
+        return v * TABLE["scale"]
+
+    def read(v):
+        return v
+    ''', ('"scale": 2', '"scale": 7'))
+
+
+CHAIN_HEADER = '''
+import sys, time
+RESULTS = []
+
+'''
+
+
+def _chain_source(n: int) -> str:
+    lines = [CHAIN_HEADER, "@ReactorFunc", "def r0(pipe):", "    RESULTS.append(0)", "    pipe.send('d0', 0)", ""]
+    for i in range(1, n):
+        lines += ["@ReactorFunc", f"def r{i}(pipe):", f"    RESULTS.append({i})",
+                  f"    x = yield pipe.receive('d{i - 1}')", f"    pipe.send('d{i}', x + 1)", ""]
+    lines += ["@ReactorFunc", "def target(pipe):", f"    x = yield pipe.receive('d{n - 1}')",
+              "    RESULT['x'] = x", "",
+              "plant = open_plant()",
+              "plant.add_all_visible_reactors()",
+              "began = time.perf_counter()",
+              "plant.run_reactor(target)",
+              "seconds = time.perf_counter() - began",
+              "plant.shutdown()",
+              "report(seconds=seconds)"]
+    return "\n".join(lines) + "\n"
+
+
+def test_chain_of_3000_reactors_appending_to_one_list(tmp_path):
+    """3,000 reactors that each append to one list (before waiting for their input, so the list
+    grows while the chain is being started): the cold run maps every reactor once (the list is
+    state, never tokenized again and again), and the warm run starts only the target.
+    The seconds (and those of a 300-reactor chain, for linearity) are printed for the record,
+    never asserted."""
+    seconds = {}
+    for n in (300, 3000):
+        script = write_script(tmp_path / f"chain{n}.py", _chain_source(n))
+        cold = result_of(run_script(script, tmp_path / f"plant{n}", timeout=600))
+        assert len(cold["started"]) == n + 1 and cold["result"]["x"] == n - 1
+        warm = result_of(run_script(script, tmp_path / f"plant{n}", timeout=600))
+        assert warm["started"] == ["target"] and warm["result"]["x"] == n - 1
+        seconds[n] = (cold["seconds"], warm["seconds"])
+    print("\nchains appending to one list, run_reactor seconds (cold, warm): "
+          + ", ".join(f"{n}: {c:.2f}, {w:.2f}" for n, (c, w) in seconds.items()))
+
+
+def test_unrelated_function_mutating_a_constant_does_not_make_it_state(tmp_path):
+    """Only code the reactors reach decides: a function nobody calls that clears PARAMS does
+    not make PARAMS state, so editing PARAMS still re-runs its reader."""
+    scenario = Scenario(tmp_path, '''
+    PARAMS = {"k": 2}
+
+    def reset():
+        PARAMS.clear()
+
+    def compute(v):
+        return v * PARAMS["k"]
+    ''')
+    scenario.check('PARAMS = {"k": 2}', 'PARAMS = {"k": 4}', {"produce"})
