@@ -33,6 +33,7 @@ import ast
 import enum
 import functools
 import inspect
+import os
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -40,11 +41,12 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import lmdb
 
-from . import hashing
+from . import hashing, tracking
 from .errors import (AllocationError, CorruptVersionError, PyPlantError, DependencyCycleError, DuplicateProducerError,
                      IngredientNotFoundError, ReactorProtocolError, WarehouseError)
 from .pipework import Pipework, ReceiveRequest
-from .reactor import _active, start_generator, subreactor_function
+from .reactor import SubreactorCall, start_generator, subreactor_function
+from .running import active_run
 from .warehouse import Stored, Trace, Version
 
 if TYPE_CHECKING:
@@ -101,11 +103,14 @@ class ReactorRun:
         self.inputs: dict[str, str] = {}
         self.config_reads: dict[str, tuple[str, str]] = {}
         self.subreactors: dict[str, Callable] = {}
+        self.unstarted_calls: set[SubreactorCall] = set()  # called without `yield from` so far
+        self.unyielded: dict[int, ReceiveRequest] = {}     # pipe.receive(...) not yet yielded
         self.outputs: dict[str, Stored] = {}
         self.allocations: dict[str, tuple[str, str, Any]] = {}
         self.temps: list[tuple[str, str]] = []
         self.pipe = Pipework(self)
         self.config = scheduler.plant.config._bind(self)
+        self.external = scheduler.plant._input_recorder()  # files and variables it reads
         self.generator: Generator | None = None
         self.awaiting: str | None = None
         self.started = time.time()
@@ -123,9 +128,39 @@ class ReactorRun:
             self(param, value)
         return value
 
-    def on_subreactor(self, name: str, key: str, func: Callable) -> None:
+    def on_subreactor_call(self, call: SubreactorCall) -> None:
+        self.unstarted_calls.add(call)
+
+    def on_subreactor(self, name: str, key: str, func: Callable, call: SubreactorCall) -> None:
+        self.unstarted_calls.discard(call)
         self.subreactors[key] = func
         self.scheduler.plant._trigger_event("subreactor_started", name)
+
+    def track_file(self, path: Any) -> None:
+        if self.external is not None:
+            self.external.track_file(path)
+
+    def on_receive(self, request: ReceiveRequest) -> None:
+        self.unyielded[id(request)] = request
+
+    def check_protocol(self) -> None:
+        """At the end of the body: every receive was yielded, every subreactor run.
+
+        Raises
+        ------
+        ReactorProtocolError
+            naming the forgotten ``yield`` or ``yield from``.
+        """
+        if self.unyielded:
+            name = next(iter(self.unyielded.values())).name
+            raise ReactorProtocolError(
+                f"reactor '{self.name}' called pipe.receive('{name}') without yield; write "
+                f"`x = yield pipe.receive('{name}')`", reactor=self.name, ingredient=name)
+        if self.unstarted_calls:
+            sub = next(iter(self.unstarted_calls)).name
+            raise ReactorProtocolError(
+                f"reactor '{self.name}' called subreactor '{sub}' without 'yield from', so it "
+                f"never ran; write `result = yield from {sub}(...)`", reactor=self.name)
 
     def send(self, name: str, value: Any, key: str | None) -> None:
         self.scheduler.send(self, name, value, key)
@@ -159,6 +194,8 @@ class Scheduler:
 
     def run(self, name: str) -> None:
         node = self.nodes[name]
+        for each in self.order:  # before any body runs: module state is still import-time state
+            self._code_map(each)
         self._start_running(node, reason="target of run_reactor")
         self.stack.append(node)
         try:
@@ -229,7 +266,8 @@ class Scheduler:
                     self._next_trace(node, "its trace was unreadable")
                     continue
             if node.input_index == 0:
-                mismatch = self._code_mismatch(node, trace) or self._config_mismatch(trace)
+                mismatch = self._code_mismatch(node, trace) or self._config_mismatch(trace) \
+                    or self._external_mismatch(trace)
                 if mismatch:
                     self._next_trace(node, mismatch)
                     continue
@@ -314,6 +352,22 @@ class Scheduler:
                 return f"config parameter '{param}' changed from {shown} to {hashing.short_repr(value)}"
         return None
 
+    def _external_mismatch(self, trace: Trace) -> str | None:
+        """Why the files, directories or environment variables the trace read differ now."""
+        for variable, value in trace.env.items():
+            if os.environ.get(variable) != value:
+                return f"environment variable {variable} changed"
+        hashes = self.plant._file_hashes
+        for path, digest in trace.files.items():
+            now = hashes.digest(path)
+            if now != digest:
+                shown = tracking.display_path(path)
+                return f"input file {shown} is gone" if now is None else f"input file {shown} changed"
+        for path, digest in trace.dirs.items():
+            if tracking.listing_hash(path) != digest:
+                return f"directory listing of {tracking.display_path(path)} changed"
+        return None
+
     def config_token(self, param: str, value: Any) -> str:
         token = self.config_tokens.get(param)
         if token is None:
@@ -363,10 +417,11 @@ class Scheduler:
 
     def _step(self, run: ReactorRun, value: Any) -> Any:
         """Step the generator; returns the received name, None (bare yield) or StopIteration."""
-        _active.append(run)
+        token = active_run.set(run)
         began = time.perf_counter()
         try:
-            request = run.generator.send(value)
+            with tracking.stepping(run.external):
+                request = run.generator.send(value)
         except StopIteration:
             return StopIteration
         except BaseException as exc:
@@ -375,7 +430,7 @@ class Scheduler:
             raise
         finally:
             run.elapsed += time.perf_counter() - began
-            _active.pop()
+            active_run.reset(token)
         self.plant._trigger_event("reactor_step", run.name)
         if request is None:
             return None  # a bare yield, answered with None
@@ -383,6 +438,7 @@ class Scheduler:
             raise ReactorProtocolError(
                 f"reactor '{run.name}' yielded {request!r}; reactors may only yield "
                 f"pipe.receive(name) (or use 'yield from' for subreactors)", reactor=run.name)
+        run.unyielded.pop(id(request), None)
         return request.name
 
     def _receive(self, node: Node, name: str | None) -> Any:
@@ -490,6 +546,11 @@ class Scheduler:
     # --- sending and allocating ---
 
     def send(self, run: ReactorRun, name: str, value: Any, key: str | None) -> None:
+        if isinstance(value, ReceiveRequest):
+            raise ReactorProtocolError(
+                f"reactor '{run.name}' sent ingredient '{name}' with the request "
+                f"pipe.receive('{value.name}') as its value: a yield is missing; write "
+                f"`x = yield pipe.receive('{value.name}')`", reactor=run.name, ingredient=name)
         self._check_single_producer(run, name)
         key = key or self.warehouse.infer_type(value)
         self.warehouse.check_type(key)
@@ -538,17 +599,22 @@ class Scheduler:
 
     def _finish(self, node: Node) -> None:
         run = node.run
+        run.check_protocol()
         for name, (key, storage, value) in list(run.allocations.items()):
             self.send(run, name, value, key)  # allocated but not sent: send it now
         code = dict(self._code_map(node))
         code.update({f"sub:{n}": self.plant._code_hash(f) for n, f in run.subreactors.items()})
+        files, dirs, env = run.external.finish(self.plant._file_hashes) if run.external else ({}, {}, {})
         trace_id = hashing.combine("trace", [("reactor", node.name)]
                                    + [("code",) + kv for kv in code.items()]
                                    + [("config", p, t) for p, (t, _) in run.config_reads.items()]
-                                   + [("input",) + kv for kv in run.inputs.items()])
+                                   + [("input",) + kv for kv in run.inputs.items()]
+                                   + [("file",) + kv for kv in files.items()]
+                                   + [("dir",) + kv for kv in dirs.items()]
+                                   + [("env", k, repr(v)) for k, v in env.items()])
         outputs = {name: stored.version for name, stored in run.outputs.items()}
         trace = Trace(node.name, trace_id, code, dict(run.config_reads), dict(run.inputs), outputs,
-                      finished=time.time(), duration=run.elapsed)
+                      finished=time.time(), duration=run.elapsed, files=files, dirs=dirs, env=env)
         history = self.plant._record_history(node, ran=True, started=run.started, duration=run.elapsed)
         try:
             self.meta.commit_trace(trace, history)

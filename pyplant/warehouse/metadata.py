@@ -8,6 +8,7 @@ Layout of the environment ``<plantDir>/meta.lmdb`` (values are pickled dicts, pr
     ingredients  {ingredient name: {"producer": reactor name}}
     history      {"%020.6f-pid-n" start time: {"reactor", "started", "duration", "reason"}}
     codememo     {raw source digest: code hash}     so a warm process parses no unchanged code
+    filehash     {real path: (dev, inode, size, mtime_ns, hashed_at, hash)}  input files (tracking.py)
     leases       {lease id: {"pid", "started", "held": [location, ...]}}   live plants, for GC
 
 One write transaction commits everything a finished reactor leaves, so a reader (another
@@ -35,7 +36,7 @@ import lmdb
 logger = logging.getLogger(__name__)
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows with the data
-_DBS = (b"reactors", b"traces", b"ingredients", b"history", b"codememo", b"leases")
+_DBS = (b"reactors", b"traces", b"ingredients", b"history", b"codememo", b"leases", b"filehash")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class Trace:
     config  {param: (stable token, short repr)} of non-auxiliary parameters read
     inputs  {ingredient: content hash} received (own products excluded)
     outputs {ingredient: Version} sent
+    files   {real path: content hash} external files read (tracking.py)
+    dirs    {real path: listing hash} directories listed
+    env     {variable: value, None when unset} environment variables read
+    finished  Unix time (seconds) when the reactor finished
+    duration  seconds spent inside the reactor's body
     """
     reactor: str
     trace_id: str
@@ -78,6 +84,9 @@ class Trace:
     outputs: dict[str, Version]
     finished: float = 0.0
     duration: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)
+    dirs: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)
 
     def to_record(self) -> dict:
         rec = dict(self.__dict__)
@@ -191,6 +200,7 @@ class MetadataStore:
         self._shared = shared
         self._closed = False
         self._memo_pending: dict[str, str] = {}
+        self._file_hashes_pending: dict[str, tuple] = {}
 
     @property
     def env(self) -> lmdb.Environment:
@@ -250,6 +260,24 @@ class MetadataStore:
         for key, value in self._memo_pending.items():
             txn.put(key.encode(), value.encode(), db=self._db(b"codememo"))
         self._memo_pending.clear()
+        for path, entry in self._file_hashes_pending.items():
+            txn.put(path.encode(), _dump(entry), db=self._db(b"filehash"))
+        self._file_hashes_pending.clear()
+
+    # --- input file hashes (tracking.HashStore); new entries ride along with the next commit ---
+
+    def get_file_hash(self, path: str) -> tuple | None:
+        pending = self._file_hashes_pending.get(path)
+        if pending is not None:
+            return pending
+        try:
+            return self._get(b"filehash", path)
+        except Exception:  # a damaged entry: hash the file again
+            return None
+
+    def put_file_hash(self, path: str, entry: tuple) -> None:
+        if len(path.encode()) < 500:  # LMDB keys are at most 511 bytes; longer: not cached
+            self._file_hashes_pending[path] = entry
 
     # --- writes ---
 
@@ -357,7 +385,7 @@ class MetadataStore:
         if self._closed:
             return
         self._closed = True
-        if self._memo_pending:
+        if self._memo_pending or self._file_hashes_pending:
             with self._write() as txn:
                 self._flush_memo(txn)
         with _envs_lock:
