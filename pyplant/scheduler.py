@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import lmdb
 
-from . import hashing, tracking
+from . import hashing, static, tracking
 from .errors import (AllocationError, CorruptVersionError, PyPlantError, DependencyCycleError, DuplicateProducerError,
                      IngredientNotFoundError, ReactorProtocolError, WarehouseError)
 from .pipework import Pipework, ReceiveRequest
@@ -187,6 +187,9 @@ class Scheduler:
         self.code_maps: dict[str, dict[str, str]] = {}
         self.mapper = plant._code_mapper()
         self.config_tokens: dict[str, str] = {}
+        self.static_io: dict[str, static.StaticIO] = {}   # {reactor: names in its source}
+        self.senders: dict[str, list[Node]] = {}          # {ingredient: reactors sending it}
+        self.producers: dict[str, str] | None = None      # {ingredient: recorded producer}
         self.tried: dict[str, list[str]] = {}
         self.forced = plant._forced
 
@@ -196,6 +199,8 @@ class Scheduler:
         node = self.nodes[name]
         for each in self.order:  # before any body runs: module state is still import-time state
             self._code_map(each)
+        self._read_sources()
+        self._check_producers(node)
         self._start_running(node, reason="target of run_reactor")
         self.stack.append(node)
         try:
@@ -217,6 +222,58 @@ class Scheduler:
         finally:
             self._forget_untouched()
             self.plant._last_run = {name: version for name, (version, _) in self.available.items()}
+
+    def _read_sources(self) -> None:
+        """Static sends and receives of every reactor; two literal senders of one name are
+        refused before any work (``DuplicateProducerError``)."""
+        scope = self.plant.codeScope
+        reached = {n.name: static.reached_functions(n.func, scope.is_user_module) for n in self.order}
+        self.static_io = static.reactor_ios(reached, self.meta)
+        for node in self.order:
+            for name in self.static_io[node.name].sends:
+                self.senders.setdefault(name, []).append(node)
+        for name, nodes in self.senders.items():
+            if len(nodes) > 1:
+                a, b = nodes[0].name, nodes[1].name
+                raise DuplicateProducerError(
+                    f"reactors '{a}' and '{b}' both send ingredient '{name}'; an ingredient has "
+                    f"exactly one producer", reactor=b, ingredient=name)
+
+    def _check_producers(self, target: Node) -> None:
+        """Every literal receive upstream of ``target`` has a possible producer, else fail now
+        (a typo must not cost the hours of work the reactors before it would take)."""
+        if any(io.dynamic for io in self.static_io.values()):
+            return  # some reactor may send any name
+        seen, pending = {target.name}, [target]
+        while pending:
+            node = pending.pop()
+            for name in sorted(self.static_io[node.name].receives):
+                producers = self._producer_candidates(name)
+                if not producers:
+                    raise self._not_found(node, name, tried=[])
+                for producer in producers:
+                    if producer.name not in seen:
+                        seen.add(producer.name)
+                        pending.append(producer)
+
+    def _producer_candidates(self, ingredient: str) -> list[Node]:
+        """Who may produce ``ingredient`` now: its recorded producer, then the reactors whose
+        source sends it (a producer renamed or split keeps its consumers' traces useful)."""
+        candidates = list(self.senders.get(ingredient, ()))
+        recorded = self._recorded_producer(ingredient)
+        if recorded is not None and recorded not in candidates:
+            candidates.insert(0, recorded)
+        return candidates
+
+    def _not_found(self, node: Node, name: str, tried: list[str]) -> IngredientNotFoundError:
+        settled = [n.name for n in self.order if n.status in (Status.RAN, Status.CACHED)]
+        why = f" (started as a possible {node.wanted_by})" if node.wanted_by else ""
+        known = set(self.senders) | set(self.available) | set(self.meta.ingredient_names())
+        return IngredientNotFoundError(
+            f"reactor '{node.name}'{why} receives ingredient '{name}', but no reactor sends it"
+            f"{static.did_you_mean(name, known)} (tried: {', '.join(tried) or 'none'}; ran or "
+            f"verified this session: {', '.join(settled) or 'none'}). Was its producer added "
+            f"to the plant?", reactor=node.name, ingredient=name, tried=tried)
 
     def _forget_untouched(self) -> None:
         """Keep in memory only the values this run used: a notebook that tries 100 configs
@@ -307,10 +364,7 @@ class Scheduler:
         entry = self.available.get(ingredient)
         if entry is not None:
             return entry[0].content_hash
-        producer = self._recorded_producer(ingredient)
-        if producer is not None and producer.status is Status.NEW:
-            return producer
-        return None
+        return next((p for p in self._producer_candidates(ingredient) if p.status is Status.NEW), None)
 
     def _code_mismatch(self, node: Node, trace: Trace) -> str | None:
         current = self._code_map(node)
@@ -462,21 +516,22 @@ class Scheduler:
         return value
 
     def _find_producer(self, node: Node, name: str) -> Need:
-        producer = self._recorded_producer(name)
-        if producer is not None and producer is not node:
+        candidates = [p for p in self._producer_candidates(name) if p is not node]
+        for producer in candidates:
             if producer.status is Status.NEW:
                 return Need(producer)
             if producer.status is Status.CHECKING:
                 return Need(producer, restart=True)
-        return self._discover(node, name, producer)
+        return self._discover(node, name, self._recorded_producer(name))
 
     def _discover(self, node: Node, name: str, recorded: Node | None) -> Need:
-        """Start the next reactor not yet settled in this session, hoping it sends ``name``."""
+        """Start the next reactor not yet settled in this session that may send ``name``:
+        one whose source sends names built at run time (see ``static.py``)."""
         tried = self.tried.setdefault(name, [])
         while self.cursor < len(self.order):
             candidate = self.order[self.cursor]
             self.cursor += 1
-            if candidate.status is Status.NEW:
+            if candidate.status is Status.NEW and self.static_io[candidate.name].dynamic:
                 tried.append(candidate.name)
                 candidate.wanted_by = f"producer of '{name}' for reactor '{node.name}'"
                 self.plant.logger.debug("looking for a producer of '%s': trying reactor '%s'", name, candidate.name)
@@ -487,20 +542,14 @@ class Scheduler:
         waiting = recorded if recorded is not None and recorded.status is Status.RUNNING else None
         if waiting is None:  # first run, no record: does a waiting reactor's source send it?
             waiting = next((n for n in self.stack if n is not node and n.status is Status.RUNNING
-                            and name in static_sends(n.func)), None)
+                            and name in self.static_io[n.name].sends), None)
         if waiting is not None and waiting is not node:
             cycle = [n.name for n in self.stack[self.stack.index(waiting):]] + [waiting.name]
             raise DependencyCycleError(
                 f"dependency cycle: {' -> '.join(cycle)} (reactor '{node.name}' waits for "
                 f"ingredient '{name}', which '{waiting.name}' sends only after it gets its inputs)",
                 cycle=cycle, ingredient=name)
-        settled = [n.name for n in self.order if n.status in (Status.RAN, Status.CACHED)]
-        why = f" (started as a possible {node.wanted_by})" if node.wanted_by else ""
-        raise IngredientNotFoundError(
-            f"reactor '{node.name}'{why} receives ingredient '{name}', but no reactor sends it "
-            f"(tried: {', '.join(tried) or 'none'}; ran or verified this session: "
-            f"{', '.join(settled) or 'none'}). Was its producer added to the plant?",
-            reactor=node.name, ingredient=name, tried=tried)
+        raise self._not_found(node, name, tried)
 
     def _unblocked_below(self, node: Node) -> Node | None:
         """A running reactor lower on the stack whose awaited ingredient has become available."""
@@ -512,7 +561,9 @@ class Scheduler:
         return None
 
     def _recorded_producer(self, ingredient: str) -> Node | None:
-        name = self.meta.producer(ingredient)
+        if self.producers is None:  # read once per session: {ingredient: producer}
+            self.producers = self.meta.producers()
+        name = self.producers.get(ingredient)
         return self.nodes.get(name) if name is not None else None
 
     def _value(self, name: str) -> Any:
@@ -589,10 +640,15 @@ class Scheduler:
         return value
 
     def _check_single_producer(self, run: ReactorRun, name: str) -> None:
+        """Another reactor sent ``name`` this session, or the plant records another producer
+        whose source still sends it: refuse, before the value is stored."""
         entry = self.available.get(name)
-        if entry is not None and entry[1] is not run.node:
+        other = entry[1] if entry is not None else self._recorded_producer(name)
+        if other is None or other is run.node:
+            return
+        if entry is not None or name in self.static_io[other.name].sends:
             raise DuplicateProducerError(
-                f"reactors '{entry[1].name}' and '{run.name}' both send ingredient '{name}'; "
+                f"reactors '{other.name}' and '{run.name}' both send ingredient '{name}'; "
                 f"an ingredient has exactly one producer", reactor=run.name, ingredient=name)
 
     # --- finishing ---
@@ -621,6 +677,8 @@ class Scheduler:
         except lmdb.Error as exc:  # a full disk, a read-only mount: what finished before stays
             raise WarehouseError(f"cannot record the trace of reactor '{node.name}': {exc}",
                                  reactor=node.name) from exc
+        if self.producers is not None:
+            self.producers.update(dict.fromkeys(outputs, node.name))
         self._free(run, run.temps)
         node.status, node.trace, node.run = Status.RAN, trace, None
         self.forced.discard(node.name)
@@ -648,24 +706,6 @@ class Scheduler:
         if key not in self.values:
             self.values[key] = self.warehouse.load(version)
         return self.values[key]
-
-
-@functools.lru_cache(maxsize=4096)
-def static_sends(func: Callable) -> frozenset[str]:
-    """Names a function sends or allocates as string literals (``pipe.send('x', ...)``).
-
-    Only used to tell a dependency cycle from a missing ingredient on a first run, when no
-    trace says who produces what.
-    """
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
-    except (OSError, TypeError, SyntaxError):
-        return frozenset()
-    return frozenset(
-        node.args[0].value for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-        and node.func.attr in ("send", "allocate") and node.args
-        and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str))
 
 
 def code_change_reason(reactor: str, label: str, before: str | None, now: str | None) -> str:

@@ -45,7 +45,7 @@ def test_input_file_content_change_reruns_its_reader_and_downstream(tmp_path):
     data.write_text("a\nb\n")
     script = write_script(tmp_path / "s.py", READ_CSV)
     first = result_of(run_script(script, tmp_path / "p", str(data)))
-    assert first["started"] == ["show", "load", "count"] and first["result"]["n"] == 2
+    assert first["started"] == ["show", "count", "load"] and first["result"]["n"] == 2
 
     warm = result_of(run_script(script, tmp_path / "p", str(data)))
     assert warm["started"] == ["show"]

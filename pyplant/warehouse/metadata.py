@@ -238,6 +238,21 @@ class MetadataStore:
         rec = self._get(b"ingredients", ingredient)
         return rec["producer"] if rec else None
 
+    def ingredient_names(self) -> list[str]:
+        """Every ingredient ever produced in this plant directory."""
+        return list(self.producers())
+
+    def producers(self) -> dict[str, str]:
+        """{ingredient: producing reactor} of every ingredient ever produced (one read)."""
+        result = {}
+        with self.env.begin(db=self._db(b"ingredients")) as txn:
+            for key, raw in txn.cursor():
+                try:
+                    result[bytes(key).decode()] = pickle.loads(raw)["producer"]
+                except Exception:  # a damaged record: as if never produced
+                    continue
+        return result
+
     def history(self) -> Iterator[dict]:
         with self.env.begin(db=self._db(b"history")) as txn:
             for _, raw in txn.cursor():
@@ -255,6 +270,17 @@ class MetadataStore:
 
     def put(self, key: str, value: str) -> None:
         self._memo_pending[key] = value
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        """{key: value} of the memo entries found, read in one transaction."""
+        found = {k: self._memo_pending[k] for k in keys if k in self._memo_pending}
+        with self.env.begin(db=self._db(b"codememo")) as txn:
+            for key in keys:
+                if key not in found:
+                    raw = txn.get(key.encode())
+                    if raw is not None:
+                        found[key] = bytes(raw).decode()
+        return found
 
     def _flush_memo(self, txn: lmdb.Transaction) -> None:
         for key, value in self._memo_pending.items():
