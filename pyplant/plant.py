@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterable
 
 import lmdb
 
-from . import hashing, reactor as _reactor, tracking
+from . import hashing, reactor as _reactor, static, tracking
 from .config import ConfigBase
 from .dependencies import CodeMapper, CodeScope
-from .errors import PlantDirError, ReactorDefinitionError, UnknownReactorError
+from .errors import IngredientNotFoundError, PlantDirError, ReactorDefinitionError, UnknownReactorError
 from .scheduler import Node, Scheduler
 from .warehouse import Warehouse, gc
 from .warehouse.gc import GCResult
@@ -216,29 +216,48 @@ class Plant:
         """Run these reactors on the next ``run_reactor``, and every reactor that depends on
         them, even when their traces verify (and even when their outputs come out equal).
 
-        Raises ``UnknownReactorError`` for a reactor that was not added.
+        Raises
+        ------
+        UnknownReactorError
+            for a name that is neither a reactor of this plant nor one recorded in its
+            directory (with the closest known name).
         """
+        self._refresh_reactors()
+        known = set(self.reactors) | set(self.warehouse.metadata.reactor_records())
         for r in reactors:
             name = _reactor.reactor_name(r)
-            if self.reactors and name not in self.reactors:
-                raise UnknownReactorError(f"cannot force unknown reactor '{name}'", reactor=name)
+            if name not in known:
+                raise UnknownReactorError(f"cannot force unknown reactor '{name}'"
+                                          f"{static.did_you_mean(name, known)}", reactor=name)
             self._forced.add(name)
 
     def invalidate_ingredient(self, name: str) -> int:
         """Forget every trace that sent ``name``, so its producer runs again next time.
 
-        Returns the number of traces forgotten (0 when the ingredient is unknown). The
-        producer's consumers re-run only if the recomputed value differs (early cutoff).
+        Returns the number of traces forgotten. The producer's consumers re-run only if the
+        recomputed value differs (early cutoff). ``explain()`` then says the ingredient was
+        invalidated.
+
+        Raises
+        ------
+        IngredientNotFoundError
+            when no reactor ever produced ``name`` in this plant directory (with the closest
+            known name).
         """
+        meta = self.warehouse.metadata
         self._last_run.pop(name, None)
-        producer = self.warehouse.metadata.producer(name)
+        producer = meta.producer(name)
         if producer is None:
-            return 0
+            known = meta.ingredient_names()
+            raise IngredientNotFoundError(f"cannot invalidate ingredient '{name}': no reactor ever "
+                                          f"produced it here{static.did_you_mean(name, known)}",
+                                          reactor=None, ingredient=name)
         dropped = 0
-        for trace in self.warehouse.metadata.traces(producer, limit=1 << 30):
+        for trace in meta.traces(producer, limit=1 << 30):
             if name in trace.outputs:
-                self.warehouse.metadata.forget_trace(producer, trace.trace_id)
+                meta.forget_trace(producer, trace.trace_id)
                 dropped += 1
+        meta.mark_invalidated(producer, f"ingredient '{name}' was invalidated")
         self.logger.info("invalidated ingredient '%s': forgot %d trace(s) of reactor '%s'",
                          name, dropped, producer)
         return dropped

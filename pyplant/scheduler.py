@@ -345,7 +345,7 @@ class Scheduler:
                 return None
             self._next_trace(node, f"input '{ingredient}' changed" if state else
                              f"input '{ingredient}' is no longer produced")
-        self._start_running(node, node.reason or "no trace yet")
+        self._start_running(node, node.reason or self.meta.invalidated(node.name) or "no trace yet")
         return self._advance_run(node)
 
     def _run_forced(self, node: Node, reason: str) -> Need | None:

@@ -343,7 +343,21 @@ class MetadataStore:
         used = rec.get("used", {})
         used[trace_id] = time.time()
         ids = [trace_id] + [t for t in rec["traces"] if t != trace_id]
+        # a new latest trace: an earlier invalidation no longer explains anything
         txn.put(reactor.encode(), _dump({"traces": ids, "used": used}), db=self._db(b"reactors"))
+
+    def mark_invalidated(self, reactor: str, reason: str) -> None:
+        """Remember why a reactor's traces were forgotten, for 'why it re-ran'."""
+        with self._write() as txn:
+            raw = txn.get(reactor.encode(), db=self._db(b"reactors"))
+            rec = pickle.loads(raw) if raw is not None else {"traces": []}
+            rec["invalidated"] = reason
+            txn.put(reactor.encode(), _dump(rec), db=self._db(b"reactors"))
+
+    def invalidated(self, reactor: str) -> str | None:
+        """Why the reactor's traces were invalidated, until it commits a new trace."""
+        rec = self._get(b"reactors", reactor)
+        return rec.get("invalidated") if rec else None
 
     def reactor_records(self) -> dict[str, dict]:
         """{reactor: {"traces": [...], "used": {...}}} of every reactor ever run."""
