@@ -108,7 +108,7 @@ def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
 
 
 def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | None) -> str:
-    fingerprint = _bytecode_fingerprint(code)
+    fingerprint = code_fingerprint(code)
     if code.co_name == "<lambda>":  # it shares its line with other code: bytecode is its identity
         return digest("bytecode", fingerprint)
     # Equal bytecode (names, constants, nested code; no line numbers) means equal behaviour,
@@ -125,6 +125,13 @@ def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | No
             memo.put(memo_key, cached)
     _text_cache[memo_key] = cached
     return cached
+
+
+def source_tree(func: Callable) -> ast.AST | None:
+    """The parsed source of a function (None without source), found as code hashes find it."""
+    code = getattr(func, "__code__", None)
+    text = _raw_source(func, code) if code is not None else None
+    return _parse_source(func, text) if text is not None else None
 
 
 def _raw_source(func: Callable, code: types.CodeType) -> str | None:
@@ -173,6 +180,20 @@ def _normalized_dump(tree: ast.AST) -> str:
                     and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+_fingerprints: dict[int, tuple[types.CodeType, bytes]] = {}
+
+
+def code_fingerprint(code: types.CodeType) -> bytes:
+    """The bytecode fingerprint of ``code`` (see ``_bytecode_fingerprint``), cached per code
+    object: it keys memos of facts read from source (code hashes, static sends)."""
+    cached = _fingerprints.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    fingerprint = _bytecode_fingerprint(code)
+    _fingerprints[id(code)] = (code, fingerprint)
+    return fingerprint
 
 
 def _bytecode_fingerprint(code: types.CodeType) -> bytes:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .scheduler import ReactorRun
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReceiveRequest:
     """What ``pipe.receive(name)`` returns; the reactor yields it and gets the value back."""
     name: str
@@ -40,7 +40,9 @@ class Pipework:
         """Request ingredient ``name``; must be yielded: ``x = yield pipe.receive('x')``."""
         if not isinstance(name, str):
             raise TypeError(f"reactor '{self._run.name}': ingredient names are str, got {name!r}")
-        return ReceiveRequest(name)
+        request = ReceiveRequest(name)
+        self._run.on_receive(request)
+        return request
 
     def send(self, name: str, value: Any, type: Any = None) -> None:
         """Publish ingredient ``name``; ``type`` is an ``Ingredient.Type`` or a spec class,
@@ -70,6 +72,15 @@ class Pipework:
     def allocate_temp(self, name: str, type: Any, **kwargs: Any) -> Any:
         """Like ``allocate``, but freed when the reactor ends and never sent."""
         return self._run.allocate(name, self._key(name, type), temp=True, **kwargs)
+
+    def track_file(self, path: Any) -> None:
+        """Record that this reactor reads the file (or lists the directory) at ``path``.
+
+        Files opened through Python's ``open`` are recorded automatically; call this for readers
+        written in C that bypass it (``h5py.File``, some image loaders). The reactor re-runs
+        when the file's content (or the directory's list of names) changes.
+        """
+        self._run.track_file(path)
 
     def read_config(self, name: str) -> Any:
         """Read a config parameter and record the dependency (the dict-config way)."""

@@ -6,16 +6,17 @@ import enum
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import lmdb
 
-from . import hashing, reactor as _reactor
+from . import hashing, reactor as _reactor, static, tracking
 from .config import ConfigBase
 from .dependencies import CodeMapper, CodeScope
-from .errors import PlantDirError, ReactorDefinitionError, UnknownReactorError
+from .errors import IngredientNotFoundError, PlantDirError, ReactorDefinitionError, UnknownReactorError
 from .scheduler import Node, Scheduler
 from .warehouse import Warehouse, gc
 from .warehouse.gc import GCResult
@@ -62,6 +63,13 @@ class Plant:
         Top-level packages whose code is hashed by source (user code) or keyed by their version
         (library), overriding the default: outside the standard library and site-packages is
         user code. See ``dependencies.py``.
+    track_files : bool
+        Record the files and directory listings each reactor reads (outside the plant, the
+        standard library and site-packages) with their content hash, and re-run the reactor
+        when one changes. See ``tracking.py``; ``pipe.track_file(path)`` adds a file by hand.
+    track_env : bool
+        Record the environment variables each reactor reads through ``os.environ`` and re-run
+        it when one changes.
 
     Raises
     ------
@@ -80,7 +88,8 @@ class Plant:
     def __init__(self, plantDir: str | os.PathLike, logger: logging.Logger | None = None,
                  logLevel: int | None = None, functionHash: Callable[[Callable], str] | None = None,
                  *, durable: bool = False, userPackages: Iterable[str] = (),
-                 libraryPackages: Iterable[str] = ()):
+                 libraryPackages: Iterable[str] = (), track_files: bool = True,
+                 track_env: bool = True):
         self.plantDir = os.fspath(plantDir)
         self.logger = logger or logging.getLogger("pyplant")
         if logLevel is not None:
@@ -88,6 +97,8 @@ class Plant:
         self.functionHash = functionHash
         self.codeScope = CodeScope.of(userPackages, libraryPackages)
         self.reactors: dict[str, Callable] = {}
+        self._automatic = False   # reactors come from the registry (no add_reactors call)
+        self._run_lock = threading.RLock()  # one run_reactor at a time per plant
         self.config = ConfigBase()
         self.warehouse = _open_warehouse(self.plantDir, durable, self.logger)
         self._listeners: dict[Plant.EventType, list[Callable]] = {}
@@ -97,6 +108,10 @@ class Plant:
         self._forced: set[str] = set()       # reactors to run on the next run_reactor
         self._decisions: dict[str, str] = {}  # {reactor: why it ran, or 'up to date'}
         self._lease = self.warehouse.metadata.take_lease()  # GC never deletes what we hold
+        self.track_files, self.track_env = track_files, track_env
+        self._file_hashes = tracking.FileHashes(self.warehouse.metadata)
+        if track_files or track_env:
+            tracking.install()
 
     @staticmethod
     def _clear_global_state() -> None:
@@ -140,11 +155,28 @@ class Plant:
             if not _reactor.is_reactor(func):
                 raise ReactorDefinitionError(f"{func!r} is not a @ReactorFunc")
             self.reactors[func.__name__] = func
+        self._automatic = False
 
     add_reactor = add_reactors
 
     def add_all_visible_reactors(self) -> None:
+        """Add every ``@ReactorFunc`` defined so far whose name still refers to it."""
         self.add_reactors(*_reactor.registered_reactors())
+
+    def _refresh_reactors(self) -> None:
+        """Use the newest definition of every reactor (a notebook cell run again redefines it).
+
+        A plant whose reactors all came from the registry follows it: reactors defined since
+        are added, and a reactor whose name no longer refers to it (deleted, renamed) is dropped.
+        """
+        if self._automatic or not self.reactors:
+            self.reactors = {f.__name__: f for f in _reactor.registered_reactors()}
+            self._automatic = True
+            return
+        for name, func in list(self.reactors.items()):
+            newest = _reactor.newest_definition(func)
+            if newest is not None and newest is not func:
+                self.reactors[name] = newest
 
     def get_reactors(self) -> list[Callable]:
         return list(self.reactors.values())
@@ -164,48 +196,68 @@ class Plant:
         PyPlantError
             for a missing ingredient, a cycle, two producers of one name, ...
         """
-        if not self.reactors:
-            self.add_all_visible_reactors()
-        name = _reactor.reactor_name(reactorToRun)
-        if callable(reactorToRun) and _reactor.is_reactor(reactorToRun) \
-                and self.reactors.get(name) is not reactorToRun:
-            self.add_reactors(reactorToRun)
-        if name not in self.reactors:
-            raise UnknownReactorError(f"no reactor '{name}' was added to the plant "
-                                      f"(known: {', '.join(sorted(self.reactors)) or 'none'})", reactor=name)
-        self._decisions = {}
-        try:
-            Scheduler(self).run(name)
-        finally:
-            self.warehouse.metadata.update_lease(self._lease, self._held())
+        with self._run_lock:
+            self._refresh_reactors()
+            name = _reactor.reactor_name(reactorToRun)
+            if callable(reactorToRun) and _reactor.is_reactor(reactorToRun) \
+                    and self.reactors.get(name) is not reactorToRun:
+                newest = _reactor.newest_definition(reactorToRun) or reactorToRun
+                self.reactors[name] = newest  # keeps the plant automatic when it was
+            if name not in self.reactors:
+                raise UnknownReactorError(f"no reactor '{name}' was added to the plant (known: "
+                                          f"{', '.join(sorted(self.reactors)) or 'none'})", reactor=name)
+            self._decisions = {}
+            try:
+                Scheduler(self).run(name)
+            finally:
+                self.warehouse.metadata.update_lease(self._lease, self._held())
 
     def force(self, *reactors: Callable | str) -> None:
         """Run these reactors on the next ``run_reactor``, and every reactor that depends on
         them, even when their traces verify (and even when their outputs come out equal).
 
-        Raises ``UnknownReactorError`` for a reactor that was not added.
+        Raises
+        ------
+        UnknownReactorError
+            for a name that is neither a reactor of this plant nor one recorded in its
+            directory (with the closest known name).
         """
+        self._refresh_reactors()
+        known = set(self.reactors) | set(self.warehouse.metadata.reactor_records())
         for r in reactors:
             name = _reactor.reactor_name(r)
-            if self.reactors and name not in self.reactors:
-                raise UnknownReactorError(f"cannot force unknown reactor '{name}'", reactor=name)
+            if name not in known:
+                raise UnknownReactorError(f"cannot force unknown reactor '{name}'"
+                                          f"{static.did_you_mean(name, known)}", reactor=name)
             self._forced.add(name)
 
     def invalidate_ingredient(self, name: str) -> int:
         """Forget every trace that sent ``name``, so its producer runs again next time.
 
-        Returns the number of traces forgotten (0 when the ingredient is unknown). The
-        producer's consumers re-run only if the recomputed value differs (early cutoff).
+        Returns the number of traces forgotten. The producer's consumers re-run only if the
+        recomputed value differs (early cutoff). ``explain()`` then says the ingredient was
+        invalidated.
+
+        Raises
+        ------
+        IngredientNotFoundError
+            when no reactor ever produced ``name`` in this plant directory (with the closest
+            known name).
         """
+        meta = self.warehouse.metadata
         self._last_run.pop(name, None)
-        producer = self.warehouse.metadata.producer(name)
+        producer = meta.producer(name)
         if producer is None:
-            return 0
+            known = meta.ingredient_names()
+            raise IngredientNotFoundError(f"cannot invalidate ingredient '{name}': no reactor ever "
+                                          f"produced it here{static.did_you_mean(name, known)}",
+                                          reactor=None, ingredient=name)
         dropped = 0
-        for trace in self.warehouse.metadata.traces(producer, limit=1 << 30):
+        for trace in meta.traces(producer, limit=1 << 30):
             if name in trace.outputs:
-                self.warehouse.metadata.forget_trace(producer, trace.trace_id)
+                meta.forget_trace(producer, trace.trace_id)
                 dropped += 1
+        meta.mark_invalidated(producer, f"ingredient '{name}' was invalidated")
         self.logger.info("invalidated ingredient '%s': forgot %d trace(s) of reactor '%s'",
                          name, dropped, producer)
         return dropped
@@ -243,6 +295,11 @@ class Plant:
         Raises ``IngredientNotFoundError`` when it was never produced.
         """
         return Scheduler(self).latest_value(name)
+
+    def _input_recorder(self) -> tracking.InputRecorder | None:
+        if not (self.track_files or self.track_env):
+            return None
+        return tracking.InputRecorder(self.plantDir, self.track_files, self.track_env)
 
     def _code_mapper(self) -> CodeMapper:
         return CodeMapper(self._code_hash, self.codeScope)

@@ -1,10 +1,14 @@
-"""The ``@ReactorFunc`` and ``@SubreactorFunc`` decorators and their process-wide registries.
+"""The ``@ReactorFunc`` and ``@SubreactorFunc`` decorators and the registry of definitions.
 
 A reactor is a function ``f(pipe)`` or ``f(pipe, config)``, a generator or a plain function.
 A subreactor is a helper called as ``r = yield from sub(...)``; it runs on behalf of the calling
 reactor, and its code counts for that reactor's code hash. The running reactor is announced by
-the scheduler through ``active_run`` so that a subreactor can report itself synchronously,
-without an extra yield.
+the scheduler through ``running.active_run`` so that a subreactor can report itself
+synchronously, without an extra yield.
+
+The registry keeps the newest definition of each name, so a notebook cell run again replaces
+its reactor; a reactor whose name no longer refers to it in its module (deleted, renamed) is no
+longer visible.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any, Callable, Generator, Protocol
 
 from .errors import ReactorDefinitionError
 from .naming import module_label
+from .running import active_run
 
 
 @dataclass(frozen=True)
@@ -24,16 +29,50 @@ class ReactorInfo:
     version: str | None = None
 
 
+@dataclass(eq=False)
+class SubreactorCall:
+    """One call of a subreactor: made when it is called, started when ``yield from`` runs it."""
+    name: str
+
+
 class SubreactorListener(Protocol):
-    def on_subreactor(self, name: str, key: str, func: Callable) -> None: ...
+    """What a reactor run offers a subreactor call (``scheduler.ReactorRun``)."""
+    def on_subreactor_call(self, call: SubreactorCall) -> None: ...
+    def on_subreactor(self, name: str, key: str, func: Callable, call: SubreactorCall) -> None: ...
 
 
-# Process-wide registries, as in PyPlant: every @ReactorFunc in definition order, and the
-# latest @SubreactorFunc by module.qualname (looked up when verifying traces).
-_reactor_functions: list[Callable] = []
-_subreactor_functions: dict[str, Callable] = {}
-# The run whose generator is being stepped right now (set by the scheduler around each step).
-_active: list[SubreactorListener] = []
+class ReactorRegistry:
+    """The reactors and subreactors defined so far, newest definition of each name.
+
+    ``reactors``: {reactor name: function}, in order of first definition (PyPlant's
+    ``add_all_visible_reactors`` order). ``subreactors``: {module.qualname: function}, looked up
+    when a trace names a subreactor. One default instance serves the decorators
+    (``default_registry``), as PyPlant's module-level lists did.
+    """
+
+    def __init__(self) -> None:
+        self.reactors: dict[str, Callable] = {}
+        self.subreactors: dict[str, Callable] = {}
+
+    def add_reactor(self, func: Callable) -> None:
+        self.reactors[func.__name__] = func
+
+    def add_subreactor(self, key: str, func: Callable) -> None:
+        self.subreactors[key] = func
+
+    def visible_reactors(self) -> list[Callable]:
+        """Every reactor whose name still refers to it where it was defined."""
+        return [f for f in self.reactors.values() if newest_definition(f) is f]
+
+    def subreactor(self, key: str) -> Callable | None:
+        return self.subreactors.get(key)
+
+    def clear(self) -> None:
+        self.reactors.clear()
+        self.subreactors.clear()
+
+
+default_registry = ReactorRegistry()
 
 
 def ReactorFunc(func: Callable | None = None, *, version: str | None = None) -> Callable:
@@ -57,7 +96,7 @@ def ReactorFunc(func: Callable | None = None, *, version: str | None = None) -> 
         return functools.partial(ReactorFunc, version=version)
     _check_reactor_signature(func)
     func.pyplant = ReactorInfo(isReactor=True, version=version)
-    _reactor_functions.append(func)
+    default_registry.add_reactor(func)
     return func
 
 
@@ -73,16 +112,25 @@ def SubreactorFunc(func: Callable | None = None, *, version: str | None = None) 
         raise ReactorDefinitionError(f"@SubreactorFunc needs a function, got {func!r}")
     name = func.__name__
     key = subreactor_key(func)
-    _subreactor_functions[key] = func
+    default_registry.add_subreactor(key, func)
     is_generator = inspect.isgeneratorfunction(func)
 
-    @functools.wraps(func)
-    def _pyplant_subreactor_wrapper(*args: Any, **kwargs: Any) -> Generator:
-        if _active:
-            _active[-1].on_subreactor(name, key, func)
+    def body(run: Any, call: object, args: tuple, kwargs: dict) -> Generator:
+        if run is not None:
+            run.on_subreactor(name, key, func, call)
         if is_generator:
             return (yield from func(*args, **kwargs))
         return func(*args, **kwargs)
+
+    @functools.wraps(func)
+    def _pyplant_subreactor_wrapper(*args: Any, **kwargs: Any) -> Generator:
+        # A plain function returning the generator, so that a call without `yield from`
+        # (which would silently do nothing) is seen by the run and reported when it ends.
+        run = active_run.get()
+        call = SubreactorCall(name)
+        if run is not None:
+            run.on_subreactor_call(call)
+        return body(run, call, args, kwargs)
 
     _pyplant_subreactor_wrapper.pyplant = ReactorInfo(isReactor=False, version=version)
     func.pyplant = ReactorInfo(isReactor=False, version=version)
@@ -99,9 +147,26 @@ def is_reactor(func: Any) -> bool:
 
 
 def registered_reactors() -> list[Callable]:
-    """Every ``@ReactorFunc`` defined so far; a later definition of a name replaces earlier ones."""
-    latest = {f.__name__: f for f in _reactor_functions}
-    return list(latest.values())
+    """Every ``@ReactorFunc`` defined so far and still bound to its name; a later definition
+    of a name replaces earlier ones."""
+    return default_registry.visible_reactors()
+
+
+def newest_definition(func: Callable) -> Callable | None:
+    """The function now bound to ``func``'s name in its module (a notebook cell run again
+    rebinds it), ``func`` itself when it cannot be looked up (defined inside a function), or
+    None when the name no longer refers to a reactor of that name (deleted, renamed)."""
+    if getattr(func, "__qualname__", None) != getattr(func, "__name__", None):
+        return func  # nested or a method: no module-level name to follow
+    namespace = getattr(func, "__globals__", None)
+    if namespace is None or namespace.get("__name__") != func.__module__:
+        return func  # wrapped by a decorator from elsewhere: its globals are not its module's
+    current = namespace.get(func.__name__)
+    if current is func:
+        return func
+    if is_reactor(current) and getattr(current, "__name__", None) == func.__name__:
+        return current
+    return None
 
 
 def subreactor_key(func: Callable) -> str:
@@ -116,12 +181,11 @@ def subreactor_key(func: Callable) -> str:
 
 
 def subreactor_function(key: str) -> Callable | None:
-    return _subreactor_functions.get(key)
+    return default_registry.subreactor(key)
 
 
 def clear_registries() -> None:
-    _reactor_functions.clear()
-    _subreactor_functions.clear()
+    default_registry.clear()
 
 
 def start_generator(func: Callable, pipe: Any, config: Any) -> Generator:

@@ -33,6 +33,7 @@ import ast
 import enum
 import functools
 import inspect
+import os
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -40,12 +41,13 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import lmdb
 
-from . import hashing
+from . import hashing, static, tracking
 from .errors import (AllocationError, CorruptVersionError, PyPlantError, DependencyCycleError, DuplicateProducerError,
                      IngredientNotFoundError, ReactorProtocolError, WarehouseError)
 from .config import param_token
 from .pipework import Pipework, ReceiveRequest
-from .reactor import _active, start_generator, subreactor_function
+from .reactor import SubreactorCall, start_generator, subreactor_function
+from .running import active_run
 from .warehouse import Stored, Trace, Version
 
 if TYPE_CHECKING:
@@ -102,11 +104,14 @@ class ReactorRun:
         self.inputs: dict[str, str] = {}
         self.config_reads: dict[str, tuple[str, str]] = {}
         self.subreactors: dict[str, Callable] = {}
+        self.unstarted_calls: set[SubreactorCall] = set()  # called without `yield from` so far
+        self.unyielded: dict[int, ReceiveRequest] = {}     # pipe.receive(...) not yet yielded
         self.outputs: dict[str, Stored] = {}
         self.allocations: dict[str, tuple[str, str, Any]] = {}
         self.temps: list[tuple[str, str]] = []
         self.pipe = Pipework(self)
         self.config = scheduler.plant.config._bind(self)
+        self.external = scheduler.plant._input_recorder()  # files and variables it reads
         self.generator: Generator | None = None
         self.awaiting: str | None = None
         self.started = time.time()
@@ -125,9 +130,39 @@ class ReactorRun:
             self(param, value)
         return value
 
-    def on_subreactor(self, name: str, key: str, func: Callable) -> None:
+    def on_subreactor_call(self, call: SubreactorCall) -> None:
+        self.unstarted_calls.add(call)
+
+    def on_subreactor(self, name: str, key: str, func: Callable, call: SubreactorCall) -> None:
+        self.unstarted_calls.discard(call)
         self.subreactors[key] = func
         self.scheduler.plant._trigger_event("subreactor_started", name)
+
+    def track_file(self, path: Any) -> None:
+        if self.external is not None:
+            self.external.track_file(path)
+
+    def on_receive(self, request: ReceiveRequest) -> None:
+        self.unyielded[id(request)] = request
+
+    def check_protocol(self) -> None:
+        """At the end of the body: every receive was yielded, every subreactor run.
+
+        Raises
+        ------
+        ReactorProtocolError
+            naming the forgotten ``yield`` or ``yield from``.
+        """
+        if self.unyielded:
+            name = next(iter(self.unyielded.values())).name
+            raise ReactorProtocolError(
+                f"reactor '{self.name}' called pipe.receive('{name}') without yield; write "
+                f"`x = yield pipe.receive('{name}')`", reactor=self.name, ingredient=name)
+        if self.unstarted_calls:
+            sub = next(iter(self.unstarted_calls)).name
+            raise ReactorProtocolError(
+                f"reactor '{self.name}' called subreactor '{sub}' without 'yield from', so it "
+                f"never ran; write `result = yield from {sub}(...)`", reactor=self.name)
 
     def send(self, name: str, value: Any, key: str | None) -> None:
         self.scheduler.send(self, name, value, key)
@@ -154,6 +189,9 @@ class Scheduler:
         self.code_maps: dict[str, dict[str, str]] = {}
         self.mapper = plant._code_mapper()
         self.config_tokens: dict[str, str] = {}
+        self.static_io: dict[str, static.StaticIO] = {}   # {reactor: names in its source}
+        self.senders: dict[str, list[Node]] = {}          # {ingredient: reactors sending it}
+        self.producers: dict[str, str] | None = None      # {ingredient: recorded producer}
         self.tried: dict[str, list[str]] = {}
         self.forced = plant._forced
 
@@ -161,6 +199,10 @@ class Scheduler:
 
     def run(self, name: str) -> None:
         node = self.nodes[name]
+        for each in self.order:  # before any body runs: module state is still import-time state
+            self._code_map(each)
+        self._read_sources()
+        self._check_producers(node)
         self._start_running(node, reason="target of run_reactor")
         self.stack.append(node)
         try:
@@ -182,6 +224,58 @@ class Scheduler:
         finally:
             self._forget_untouched()
             self.plant._last_run = {name: version for name, (version, _) in self.available.items()}
+
+    def _read_sources(self) -> None:
+        """Static sends and receives of every reactor; two literal senders of one name are
+        refused before any work (``DuplicateProducerError``)."""
+        scope = self.plant.codeScope
+        reached = {n.name: static.reached_functions(n.func, scope.is_user_module) for n in self.order}
+        self.static_io = static.reactor_ios(reached, self.meta)
+        for node in self.order:
+            for name in self.static_io[node.name].sends:
+                self.senders.setdefault(name, []).append(node)
+        for name, nodes in self.senders.items():
+            if len(nodes) > 1:
+                a, b = nodes[0].name, nodes[1].name
+                raise DuplicateProducerError(
+                    f"reactors '{a}' and '{b}' both send ingredient '{name}'; an ingredient has "
+                    f"exactly one producer", reactor=b, ingredient=name)
+
+    def _check_producers(self, target: Node) -> None:
+        """Every literal receive upstream of ``target`` has a possible producer, else fail now
+        (a typo must not cost the hours of work the reactors before it would take)."""
+        if any(io.dynamic for io in self.static_io.values()):
+            return  # some reactor may send any name
+        seen, pending = {target.name}, [target]
+        while pending:
+            node = pending.pop()
+            for name in sorted(self.static_io[node.name].receives):
+                producers = self._producer_candidates(name)
+                if not producers:
+                    raise self._not_found(node, name, tried=[])
+                for producer in producers:
+                    if producer.name not in seen:
+                        seen.add(producer.name)
+                        pending.append(producer)
+
+    def _producer_candidates(self, ingredient: str) -> list[Node]:
+        """Who may produce ``ingredient`` now: its recorded producer, then the reactors whose
+        source sends it (a producer renamed or split keeps its consumers' traces useful)."""
+        candidates = list(self.senders.get(ingredient, ()))
+        recorded = self._recorded_producer(ingredient)
+        if recorded is not None and recorded not in candidates:
+            candidates.insert(0, recorded)
+        return candidates
+
+    def _not_found(self, node: Node, name: str, tried: list[str]) -> IngredientNotFoundError:
+        settled = [n.name for n in self.order if n.status in (Status.RAN, Status.CACHED)]
+        why = f" (started as a possible {node.wanted_by})" if node.wanted_by else ""
+        known = set(self.senders) | set(self.available) | set(self.meta.ingredient_names())
+        return IngredientNotFoundError(
+            f"reactor '{node.name}'{why} receives ingredient '{name}', but no reactor sends it"
+            f"{static.did_you_mean(name, known)} (tried: {', '.join(tried) or 'none'}; ran or "
+            f"verified this session: {', '.join(settled) or 'none'}). Was its producer added "
+            f"to the plant?", reactor=node.name, ingredient=name, tried=tried)
 
     def _forget_untouched(self) -> None:
         """Keep in memory only the values this run used: a notebook that tries 100 configs
@@ -231,7 +325,8 @@ class Scheduler:
                     self._next_trace(node, "its trace was unreadable")
                     continue
             if node.input_index == 0:
-                mismatch = self._code_mismatch(node, trace) or self._config_mismatch(trace)
+                mismatch = self._code_mismatch(node, trace) or self._config_mismatch(trace) \
+                    or self._external_mismatch(trace)
                 if mismatch:
                     self._next_trace(node, mismatch)
                     continue
@@ -252,7 +347,7 @@ class Scheduler:
                 return None
             self._next_trace(node, f"input '{ingredient}' changed" if state else
                              f"input '{ingredient}' is no longer produced")
-        self._start_running(node, node.reason or "no trace yet")
+        self._start_running(node, node.reason or self.meta.invalidated(node.name) or "no trace yet")
         return self._advance_run(node)
 
     def _run_forced(self, node: Node, reason: str) -> Need | None:
@@ -271,10 +366,7 @@ class Scheduler:
         entry = self.available.get(ingredient)
         if entry is not None:
             return entry[0].content_hash
-        producer = self._recorded_producer(ingredient)
-        if producer is not None and producer.status is Status.NEW:
-            return producer
-        return None
+        return next((p for p in self._producer_candidates(ingredient) if p.status is Status.NEW), None)
 
     def _code_mismatch(self, node: Node, trace: Trace) -> str | None:
         current = self._code_map(node)
@@ -309,6 +401,22 @@ class Scheduler:
             value = config.peek(param)
             if self.config_token(param, value, trace.reactor) != token:
                 return f"config parameter '{param}' changed from {shown} to {hashing.short_repr(value)}"
+        return None
+
+    def _external_mismatch(self, trace: Trace) -> str | None:
+        """Why the files, directories or environment variables the trace read differ now."""
+        for variable, value in trace.env.items():
+            if os.environ.get(variable) != value:
+                return f"environment variable {variable} changed"
+        hashes = self.plant._file_hashes
+        for path, digest in trace.files.items():
+            now = hashes.digest(path)
+            if now != digest:
+                shown = tracking.display_path(path)
+                return f"input file {shown} is gone" if now is None else f"input file {shown} changed"
+        for path, digest in trace.dirs.items():
+            if tracking.listing_hash(path) != digest:
+                return f"directory listing of {tracking.display_path(path)} changed"
         return None
 
     def config_token(self, param: str, value: Any, reactor: str | None = None) -> str:
@@ -360,10 +468,11 @@ class Scheduler:
 
     def _step(self, run: ReactorRun, value: Any) -> Any:
         """Step the generator; returns the received name, None (bare yield) or StopIteration."""
-        _active.append(run)
+        token = active_run.set(run)
         began = time.perf_counter()
         try:
-            request = run.generator.send(value)
+            with tracking.stepping(run.external):
+                request = run.generator.send(value)
         except StopIteration:
             return StopIteration
         except BaseException as exc:
@@ -372,7 +481,7 @@ class Scheduler:
             raise
         finally:
             run.elapsed += time.perf_counter() - began
-            _active.pop()
+            active_run.reset(token)
         self.plant._trigger_event("reactor_step", run.name)
         if request is None:
             return None  # a bare yield, answered with None
@@ -380,6 +489,7 @@ class Scheduler:
             raise ReactorProtocolError(
                 f"reactor '{run.name}' yielded {request!r}; reactors may only yield "
                 f"pipe.receive(name) (or use 'yield from' for subreactors)", reactor=run.name)
+        run.unyielded.pop(id(request), None)
         return request.name
 
     def _receive(self, node: Node, name: str | None) -> Any:
@@ -403,21 +513,22 @@ class Scheduler:
         return value
 
     def _find_producer(self, node: Node, name: str) -> Need:
-        producer = self._recorded_producer(name)
-        if producer is not None and producer is not node:
+        candidates = [p for p in self._producer_candidates(name) if p is not node]
+        for producer in candidates:
             if producer.status is Status.NEW:
                 return Need(producer)
             if producer.status is Status.CHECKING:
                 return Need(producer, restart=True)
-        return self._discover(node, name, producer)
+        return self._discover(node, name, self._recorded_producer(name))
 
     def _discover(self, node: Node, name: str, recorded: Node | None) -> Need:
-        """Start the next reactor not yet settled in this session, hoping it sends ``name``."""
+        """Start the next reactor not yet settled in this session that may send ``name``:
+        one whose source sends names built at run time (see ``static.py``)."""
         tried = self.tried.setdefault(name, [])
         while self.cursor < len(self.order):
             candidate = self.order[self.cursor]
             self.cursor += 1
-            if candidate.status is Status.NEW:
+            if candidate.status is Status.NEW and self.static_io[candidate.name].dynamic:
                 tried.append(candidate.name)
                 candidate.wanted_by = f"producer of '{name}' for reactor '{node.name}'"
                 self.plant.logger.debug("looking for a producer of '%s': trying reactor '%s'", name, candidate.name)
@@ -428,20 +539,14 @@ class Scheduler:
         waiting = recorded if recorded is not None and recorded.status is Status.RUNNING else None
         if waiting is None:  # first run, no record: does a waiting reactor's source send it?
             waiting = next((n for n in self.stack if n is not node and n.status is Status.RUNNING
-                            and name in static_sends(n.func)), None)
+                            and name in self.static_io[n.name].sends), None)
         if waiting is not None and waiting is not node:
             cycle = [n.name for n in self.stack[self.stack.index(waiting):]] + [waiting.name]
             raise DependencyCycleError(
                 f"dependency cycle: {' -> '.join(cycle)} (reactor '{node.name}' waits for "
                 f"ingredient '{name}', which '{waiting.name}' sends only after it gets its inputs)",
                 cycle=cycle, ingredient=name)
-        settled = [n.name for n in self.order if n.status in (Status.RAN, Status.CACHED)]
-        why = f" (started as a possible {node.wanted_by})" if node.wanted_by else ""
-        raise IngredientNotFoundError(
-            f"reactor '{node.name}'{why} receives ingredient '{name}', but no reactor sends it "
-            f"(tried: {', '.join(tried) or 'none'}; ran or verified this session: "
-            f"{', '.join(settled) or 'none'}). Was its producer added to the plant?",
-            reactor=node.name, ingredient=name, tried=tried)
+        raise self._not_found(node, name, tried)
 
     def _unblocked_below(self, node: Node) -> Node | None:
         """A running reactor lower on the stack whose awaited ingredient has become available."""
@@ -453,7 +558,9 @@ class Scheduler:
         return None
 
     def _recorded_producer(self, ingredient: str) -> Node | None:
-        name = self.meta.producer(ingredient)
+        if self.producers is None:  # read once per session: {ingredient: producer}
+            self.producers = self.meta.producers()
+        name = self.producers.get(ingredient)
         return self.nodes.get(name) if name is not None else None
 
     def _value(self, name: str) -> Any:
@@ -487,6 +594,11 @@ class Scheduler:
     # --- sending and allocating ---
 
     def send(self, run: ReactorRun, name: str, value: Any, key: str | None) -> None:
+        if isinstance(value, ReceiveRequest):
+            raise ReactorProtocolError(
+                f"reactor '{run.name}' sent ingredient '{name}' with the request "
+                f"pipe.receive('{value.name}') as its value: a yield is missing; write "
+                f"`x = yield pipe.receive('{value.name}')`", reactor=run.name, ingredient=name)
         self._check_single_producer(run, name)
         key = key or self.warehouse.infer_type(value)
         self.warehouse.check_type(key)
@@ -525,33 +637,45 @@ class Scheduler:
         return value
 
     def _check_single_producer(self, run: ReactorRun, name: str) -> None:
+        """Another reactor sent ``name`` this session, or the plant records another producer
+        whose source still sends it: refuse, before the value is stored."""
         entry = self.available.get(name)
-        if entry is not None and entry[1] is not run.node:
+        other = entry[1] if entry is not None else self._recorded_producer(name)
+        if other is None or other is run.node:
+            return
+        if entry is not None or name in self.static_io[other.name].sends:
             raise DuplicateProducerError(
-                f"reactors '{entry[1].name}' and '{run.name}' both send ingredient '{name}'; "
+                f"reactors '{other.name}' and '{run.name}' both send ingredient '{name}'; "
                 f"an ingredient has exactly one producer", reactor=run.name, ingredient=name)
 
     # --- finishing ---
 
     def _finish(self, node: Node) -> None:
         run = node.run
+        run.check_protocol()
         for name, (key, storage, value) in list(run.allocations.items()):
             self.send(run, name, value, key)  # allocated but not sent: send it now
         code = dict(self._code_map(node))
         code.update({f"sub:{n}": self.plant._code_hash(f) for n, f in run.subreactors.items()})
+        files, dirs, env = run.external.finish(self.plant._file_hashes) if run.external else ({}, {}, {})
         trace_id = hashing.combine("trace", [("reactor", node.name)]
                                    + [("code",) + kv for kv in code.items()]
                                    + [("config", p, t) for p, (t, _) in run.config_reads.items()]
-                                   + [("input",) + kv for kv in run.inputs.items()])
+                                   + [("input",) + kv for kv in run.inputs.items()]
+                                   + [("file",) + kv for kv in files.items()]
+                                   + [("dir",) + kv for kv in dirs.items()]
+                                   + [("env", k, repr(v)) for k, v in env.items()])
         outputs = {name: stored.version for name, stored in run.outputs.items()}
         trace = Trace(node.name, trace_id, code, dict(run.config_reads), dict(run.inputs), outputs,
-                      finished=time.time(), duration=run.elapsed)
+                      finished=time.time(), duration=run.elapsed, files=files, dirs=dirs, env=env)
         history = self.plant._record_history(node, ran=True, started=run.started, duration=run.elapsed)
         try:
             self.meta.commit_trace(trace, history)
         except lmdb.Error as exc:  # a full disk, a read-only mount: what finished before stays
             raise WarehouseError(f"cannot record the trace of reactor '{node.name}': {exc}",
                                  reactor=node.name) from exc
+        if self.producers is not None:
+            self.producers.update(dict.fromkeys(outputs, node.name))
         self._free(run, run.temps)
         node.status, node.trace, node.run = Status.RAN, trace, None
         self.forced.discard(node.name)
@@ -579,24 +703,6 @@ class Scheduler:
         if key not in self.values:
             self.values[key] = self.warehouse.load(version)
         return self.values[key]
-
-
-@functools.lru_cache(maxsize=4096)
-def static_sends(func: Callable) -> frozenset[str]:
-    """Names a function sends or allocates as string literals (``pipe.send('x', ...)``).
-
-    Only used to tell a dependency cycle from a missing ingredient on a first run, when no
-    trace says who produces what.
-    """
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
-    except (OSError, TypeError, SyntaxError):
-        return frozenset()
-    return frozenset(
-        node.args[0].value for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-        and node.func.attr in ("send", "allocate") and node.args
-        and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str))
 
 
 def code_change_reason(reactor: str, label: str, before: str | None, now: str | None) -> str:

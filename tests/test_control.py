@@ -9,6 +9,7 @@ import time
 import pytest
 
 from pyplant import Plant, ReactorFunc
+from pyplant.errors import IngredientNotFoundError, UnknownReactorError
 
 from conftest import REPO_ROOT, result_of, run_script, write_script
 
@@ -186,7 +187,7 @@ def test_invalidate_ingredient_reruns_producer_with_early_cutoff(open_plant):
     events.log.clear()
     plant.run_reactor(target)
     assert sorted(events.started) == ["b", "target"]
-    assert plant.explain("b") == "no trace yet"
+    assert plant.explain("b") == "ingredient 'b' was invalidated"
     assert plant.explain("c") == "up to date"
     assert plant.fetch_ingredient("t") == 20
     events.log.clear()
@@ -209,10 +210,24 @@ def test_invalidate_ingredient_counts_every_version(open_plant):
     assert "step" not in events.started  # same y as the x=1 run: early cutoff
 
 
-def test_invalidate_unknown_ingredient_returns_zero(open_plant):
-    """An ingredient never produced has no traces to forget."""
-    plant, _ = open_plant()
-    assert plant.invalidate_ingredient("never_made") == 0
+def test_invalidate_unknown_ingredient_raises_with_the_closest_name(open_plant):
+    """A name never produced is a typo: it raises, naming the closest known ingredient."""
+    a, b, c, target = constant_chain()
+    plant, _ = open_plant(None, [a, b, c, target])
+    with pytest.raises(IngredientNotFoundError, match="never_made"):
+        plant.invalidate_ingredient("never_made")
+    plant.run_reactor(target)
+    with pytest.raises(IngredientNotFoundError, match=r"ingredient 'bb'.*did you mean 'b'\?") as info:
+        plant.invalidate_ingredient("bb")
+    assert info.value.ingredient == "bb"
+
+
+def test_force_unknown_reactor_raises_with_the_closest_name(open_plant):
+    """force('typo') raises before anything runs, naming the closest reactor."""
+    a, b, c, target = constant_chain()
+    plant, _ = open_plant(None, [a, b, c, target])
+    with pytest.raises(UnknownReactorError, match=r"'targt'.*did you mean 'target'\?"):
+        plant.force("targt")
 
 
 # --- pinned versions -------------------------------------------------------------------------

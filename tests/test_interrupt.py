@@ -62,7 +62,8 @@ def chain(interrupt_in: str = "p3"):
 
 
 def open_plant(plant_dir, reactors):
-    plant = Plant(str(plant_dir))
+    # FLAG, the test's switch, is an environment variable read in the reactors: not an input.
+    plant = Plant(str(plant_dir), track_env=False)
     plant.add_reactors(*reactors)
     started, finished = [], []
     plant.add_event_listener(Plant.EventType.reactor_started, lambda e, n, f: started.append(n))
@@ -127,8 +128,9 @@ def test_same_plant_object_usable_after_interrupt(tmp_path, monkeypatch):
 @pytest.mark.parametrize("event", ["reactor_finished", "reactor_started"])
 def test_interrupt_in_event_listener(tmp_path, event):
     """Ctrl-C landing in a listener: after 'reactor_finished' of p2, p2 is saved (the event
-    fires after the commit); in 'reactor_started' of p2, p2 has not run. Either way the re-run
-    starts only what had not finished, and the result is right."""
+    fires after the commit); in 'reactor_started' of p2, p2 has not run, nor has p1 (producers
+    start on demand: p2 starts before its producer p1). Either way the re-run starts only what
+    had not finished, and the result is right."""
     reactors = chain()
     plant, _, finished = open_plant(tmp_path / "plant", reactors)
 
@@ -142,7 +144,7 @@ def test_interrupt_in_event_listener(tmp_path, event):
     plant.shutdown()
     plant, started, _ = open_plant(tmp_path / "plant", reactors)
     plant.run_reactor("target")
-    expected = ["p3", "target"] if event == "reactor_finished" else ["p2", "p3", "target"]
+    expected = ["p3", "target"] if event == "reactor_finished" else ["p1", "p2", "p3", "target"]
     assert sorted(started) == expected
     assert plant.fetch_ingredient("out") == 30
     plant.shutdown()

@@ -77,7 +77,7 @@ def test_target_always_runs_even_when_up_to_date(open_plant):
     plant.run_reactor(c)
     plant.set_config({})  # a new session
     plant.run_reactor(c)
-    assert events.started == ["c", "a", "b", "c"]
+    assert events.started == ["c", "b", "a", "c"]  # producers start on demand, found in source
 
 
 def test_run_reactor_by_name_and_by_function(open_plant):
@@ -402,7 +402,7 @@ def test_remove_event_listener(open_plant):
     plant.remove_event_listener(cb)
     plant.run_reactor(c)
     assert removed == []
-    assert events.started == ["c", "a", "b"]
+    assert events.started == ["c", "b", "a"]
 
 
 def test_event_types_exist():
@@ -537,8 +537,9 @@ def test_unchanged_producers_are_not_started(open_plant, hasher):
     assert events.started == ["c", "b"]
 
 
-def test_unrelated_reactor_started_by_discovery_only_on_first_run(open_plant):
-    """Discovery may start an unrelated reactor once; when producers are known it is not started."""
+def test_unrelated_reactor_never_started_when_sources_name_the_producer(open_plant):
+    """A reactor whose source does not send a needed name is never started, even on a first
+    run with no recorded producers (its sends are all literals)."""
 
     @ReactorFunc
     def unrelated(pipe):
@@ -556,7 +557,7 @@ def test_unrelated_reactor_started_by_discovery_only_on_first_run(open_plant):
     reactors = [target, unrelated, producer]
     plant, events = open_plant(reactors=reactors)
     plant.run_reactor(target)
-    assert events.started == ["target", "unrelated", "producer"]
+    assert events.started == ["target", "producer"]
     plant.shutdown()
     plant2, events2 = open_plant(reactors=reactors)
     plant2.run_reactor(target)
@@ -624,7 +625,7 @@ def test_run_reactor_twice_runs_target_again_not_its_producers(open_plant):
     plant, events = open_plant(reactors=[a, b, c])
     plant.run_reactor(c)
     plant.run_reactor(c)
-    assert events.started == ["c", "a", "b", "c"]
+    assert events.started == ["c", "b", "a", "c"]
     assert plant.fetch_ingredient("c") == 20
 
 
@@ -640,7 +641,7 @@ def test_two_targets_in_one_session_share_producers(open_plant):
     plant, events = open_plant(reactors=[a, b, c, c2])
     plant.run_reactor(c)
     plant.run_reactor(c2)
-    assert events.started == ["c", "a", "b", "c2"]
+    assert events.started == ["c", "b", "a", "c2"]
     assert plant.fetch_ingredient("c2") == -2
 
 
@@ -930,21 +931,31 @@ def test_ingredient_no_longer_produced_is_not_served_stale(open_plant, hasher):
     assert info.value.ingredient == "x" and info.value.reactor == "consumer"
 
 
-def test_ingredient_moved_to_another_producer(open_plant, hasher):
-    """An ingredient that moves from one producer to another is produced by the new one."""
-    moved = {"done": False}
+def test_ingredient_moved_to_another_producer(open_plant):
+    """An ingredient whose send moves from one producer to another (an edit) is produced by
+    the new one."""
 
-    @ReactorFunc
-    def first(pipe):
-        pipe.send("a", 1)
-        if not moved["done"]:
+    def before():
+        @ReactorFunc
+        def first(pipe):
+            pipe.send("a", 1)
             pipe.send("b", 10)
 
-    @ReactorFunc
-    def second(pipe):
-        pipe.send("c", 0)
-        if moved["done"]:
+        @ReactorFunc
+        def second(pipe):
+            pipe.send("c", 0)
+        return first, second
+
+    def after():
+        @ReactorFunc
+        def first(pipe):
+            pipe.send("a", 1)
+
+        @ReactorFunc
+        def second(pipe):
+            pipe.send("c", 0)
             pipe.send("b", 20)
+        return first, second
 
     @ReactorFunc
     def target(pipe):
@@ -952,13 +963,10 @@ def test_ingredient_moved_to_another_producer(open_plant, hasher):
         c = yield pipe.receive("c")
         pipe.send("out", b + c)
 
-    reactors = [target, first, second]
-    plant, _ = open_plant(reactors=reactors)
+    plant, _ = open_plant(reactors=[target, *before()])
     plant.run_reactor(target)
     assert plant.fetch_ingredient("out") == 10
-    moved["done"] = True
-    hasher.bump("first", "second")
-    plant2, _ = open_plant(reactors=reactors)
+    plant2, _ = open_plant(reactors=[target, *after()])
     plant2.run_reactor(target)
     assert plant2.fetch_ingredient("out") == 20
     assert plant2.fetch_ingredient("b") == 20

@@ -371,7 +371,7 @@ def test_producer_and_consumer_swap_roles(tmp_path):
         assert out["result"]["y"] == expected[version]
         assert len(out["started"]) == len(set(out["started"]))  # nobody started twice
         runs.append(out["started"])
-    assert runs[0] == ["target", "p", "q"]
+    assert runs[0] == ["target", "q", "p"]  # producers start on demand: q (sends y) first
     assert runs[1][0] == "target" and sorted(runs[1]) == ["p", "q", "target"]
     # both code versions were seen before: their traces are found again
     assert runs[2] == ["target"]

@@ -98,17 +98,21 @@ def test_explicit_types(open_plant, tmp_path):
     plant, _ = open_plant(reactors=[target, producer])
     plant.run_reactor(target)
     plant.shutdown()
-    external.write_text("changed afterwards")  # the warehouse keeps its own copy
+    external.write_text("changed afterwards")
 
-    plant2, _ = open_plant(reactors=[target, producer])
+    plant2, events = open_plant(reactors=[target, producer])
+    with open(plant2.fetch_ingredient("f")) as f:
+        assert f.read() == "file content"  # the warehouse keeps its own copy
     received.clear()
     plant2.run_reactor(target)
     assert received["s"] == 3
     assert received["l"] == [1, 2]
     assert received["o"] == {"a": (1,)}
     np.testing.assert_array_equal(received["a"], np.arange(4.0))
+    # the producer read the external file (to copy it): its new content is a new version
+    assert events.started == ["target", "producer"]
     with open(received["f"]) as f:
-        assert f.read() == "file content"
+        assert f.read() == "changed afterwards"
 
 
 def test_custom_class_instance_is_stored_as_object(open_plant):

@@ -8,6 +8,7 @@ Layout of the environment ``<plantDir>/meta.lmdb`` (values are pickled dicts, pr
     ingredients  {ingredient name: {"producer": reactor name}}
     history      {"%020.6f-pid-n" start time: {"reactor", "started", "duration", "reason"}}
     codememo     {raw source digest: code hash}     so a warm process parses no unchanged code
+    filehash     {real path: (dev, inode, size, mtime_ns, hashed_at, hash)}  input files (tracking.py)
     leases       {lease id: {"pid", "started", "held": [location, ...]}}   live plants, for GC
 
 One write transaction commits everything a finished reactor leaves, so a reader (another
@@ -35,7 +36,7 @@ import lmdb
 logger = logging.getLogger(__name__)
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows with the data
-_DBS = (b"reactors", b"traces", b"ingredients", b"history", b"codememo", b"leases")
+_DBS = (b"reactors", b"traces", b"ingredients", b"history", b"codememo", b"leases", b"filehash")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class Trace:
     config  {param: (stable token, short repr)} of non-auxiliary parameters read
     inputs  {ingredient: content hash} received (own products excluded)
     outputs {ingredient: Version} sent
+    files   {real path: content hash} external files read (tracking.py)
+    dirs    {real path: listing hash} directories listed
+    env     {variable: value, None when unset} environment variables read
+    finished  Unix time (seconds) when the reactor finished
+    duration  seconds spent inside the reactor's body
     """
     reactor: str
     trace_id: str
@@ -78,6 +84,9 @@ class Trace:
     outputs: dict[str, Version]
     finished: float = 0.0
     duration: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)
+    dirs: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)
 
     def to_record(self) -> dict:
         rec = dict(self.__dict__)
@@ -191,6 +200,7 @@ class MetadataStore:
         self._shared = shared
         self._closed = False
         self._memo_pending: dict[str, str] = {}
+        self._file_hashes_pending: dict[str, tuple] = {}
 
     @property
     def env(self) -> lmdb.Environment:
@@ -228,6 +238,21 @@ class MetadataStore:
         rec = self._get(b"ingredients", ingredient)
         return rec["producer"] if rec else None
 
+    def ingredient_names(self) -> list[str]:
+        """Every ingredient ever produced in this plant directory."""
+        return list(self.producers())
+
+    def producers(self) -> dict[str, str]:
+        """{ingredient: producing reactor} of every ingredient ever produced (one read)."""
+        result = {}
+        with self.env.begin(db=self._db(b"ingredients")) as txn:
+            for key, raw in txn.cursor():
+                try:
+                    result[bytes(key).decode()] = pickle.loads(raw)["producer"]
+                except Exception:  # a damaged record: as if never produced
+                    continue
+        return result
+
     def history(self) -> Iterator[dict]:
         with self.env.begin(db=self._db(b"history")) as txn:
             for _, raw in txn.cursor():
@@ -246,10 +271,39 @@ class MetadataStore:
     def put(self, key: str, value: str) -> None:
         self._memo_pending[key] = value
 
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        """{key: value} of the memo entries found, read in one transaction."""
+        found = {k: self._memo_pending[k] for k in keys if k in self._memo_pending}
+        with self.env.begin(db=self._db(b"codememo")) as txn:
+            for key in keys:
+                if key not in found:
+                    raw = txn.get(key.encode())
+                    if raw is not None:
+                        found[key] = bytes(raw).decode()
+        return found
+
     def _flush_memo(self, txn: lmdb.Transaction) -> None:
         for key, value in self._memo_pending.items():
             txn.put(key.encode(), value.encode(), db=self._db(b"codememo"))
         self._memo_pending.clear()
+        for path, entry in self._file_hashes_pending.items():
+            txn.put(path.encode(), _dump(entry), db=self._db(b"filehash"))
+        self._file_hashes_pending.clear()
+
+    # --- input file hashes (tracking.HashStore); new entries ride along with the next commit ---
+
+    def get_file_hash(self, path: str) -> tuple | None:
+        pending = self._file_hashes_pending.get(path)
+        if pending is not None:
+            return pending
+        try:
+            return self._get(b"filehash", path)
+        except Exception:  # a damaged entry: hash the file again
+            return None
+
+    def put_file_hash(self, path: str, entry: tuple) -> None:
+        if len(path.encode()) < 500:  # LMDB keys are at most 511 bytes; longer: not cached
+            self._file_hashes_pending[path] = entry
 
     # --- writes ---
 
@@ -289,7 +343,21 @@ class MetadataStore:
         used = rec.get("used", {})
         used[trace_id] = time.time()
         ids = [trace_id] + [t for t in rec["traces"] if t != trace_id]
+        # a new latest trace: an earlier invalidation no longer explains anything
         txn.put(reactor.encode(), _dump({"traces": ids, "used": used}), db=self._db(b"reactors"))
+
+    def mark_invalidated(self, reactor: str, reason: str) -> None:
+        """Remember why a reactor's traces were forgotten, for 'why it re-ran'."""
+        with self._write() as txn:
+            raw = txn.get(reactor.encode(), db=self._db(b"reactors"))
+            rec = pickle.loads(raw) if raw is not None else {"traces": []}
+            rec["invalidated"] = reason
+            txn.put(reactor.encode(), _dump(rec), db=self._db(b"reactors"))
+
+    def invalidated(self, reactor: str) -> str | None:
+        """Why the reactor's traces were invalidated, until it commits a new trace."""
+        rec = self._get(b"reactors", reactor)
+        return rec.get("invalidated") if rec else None
 
     def reactor_records(self) -> dict[str, dict]:
         """{reactor: {"traces": [...], "used": {...}}} of every reactor ever run."""
@@ -357,7 +425,7 @@ class MetadataStore:
         if self._closed:
             return
         self._closed = True
-        if self._memo_pending:
+        if self._memo_pending or self._file_hashes_pending:
             with self._write() as txn:
                 self._flush_memo(txn)
         with _envs_lock:

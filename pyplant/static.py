@@ -1,0 +1,190 @@
+"""What a reactor sends and receives, read from its source before it runs.
+
+``pipe.send('x', ...)``, ``pipe.allocate('x', ...)`` and ``pipe.receive('x')`` with a string
+literal name are found in the reactor's source and in the source of every user function it
+reaches (subreactors, helpers that take the pipe). The scheduler uses the result to fail before
+any work when a received name has no producer (a typo: "did you mean 'data'?"), to refuse two
+producers of one name, to start only reactors that can send a missing ingredient, and to find
+the new producer of an ingredient whose recorded producer was renamed or split.
+
+A name built at run time (``pipe.send(f'x{i}', ...)``), a ``send`` attribute used any other way
+(``s = pipe.send``), or a function whose source cannot be read makes the reactor's sends
+*dynamic*: it might send anything, so it is never ruled out. Results are cached per code object
+and, keyed by the bytecode fingerprint, in the plant's code memo, so a warm process parses
+nothing.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+import json
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from . import hashing
+
+_SENDS = ("send", "allocate")
+_RECEIVES = ("receive",)
+
+
+@dataclass(frozen=True)
+class StaticIO:
+    """Names found in source: ``sends`` and ``receives`` (literals), and whether some send's
+    name is not a literal (``dynamic``)."""
+    sends: frozenset[str] = frozenset()
+    receives: frozenset[str] = frozenset()
+    dynamic: bool = False
+
+    def __or__(self, other: "StaticIO") -> "StaticIO":
+        return StaticIO(self.sends | other.sends, self.receives | other.receives,
+                        self.dynamic or other.dynamic)
+
+    def may_send(self, name: str) -> bool:
+        return self.dynamic or name in self.sends
+
+
+UNKNOWN = StaticIO(dynamic=True)
+
+
+def function_ios(functions: Iterable[Callable], memo: Any = None) -> dict[int, StaticIO]:
+    """{id(function): StaticIO} of each function's own source (not what it calls).
+
+    ``memo`` (the plant's code memo, with ``get_many``/``put``) is read in one transaction for
+    every function this process has not scanned, so a warm process parses nothing.
+    """
+    keys = {}
+    for func in functions:
+        code = getattr(func, "__code__", None)
+        keys[id(func)] = (func, None if code is None else
+                          hashing.digest("static-io", hashing.code_fingerprint(code)))
+    missing = [key for _, key in keys.values() if key is not None and key not in _cache]
+    stored = memo.get_many(missing) if memo is not None and missing else {}
+    result = {}
+    for ident, (func, key) in keys.items():
+        if key is None:
+            result[ident] = UNKNOWN
+            continue
+        io = _cache.get(key) or (_decode(stored[key]) if stored.get(key) else None)
+        if io is None:
+            io = _scan(func)
+            if memo is not None:
+                memo.put(key, _encode(io))
+        _cache[key] = result[ident] = io
+    return result
+
+
+_cache: dict[str, StaticIO] = {}
+
+
+def _scan(func: Callable) -> StaticIO:
+    tree = hashing.source_tree(func)
+    if tree is None:
+        return UNKNOWN
+    sends: set[str] = set()
+    receives: set[str] = set()
+    dynamic = False
+    called = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            attr = node.func.attr
+            if attr not in _SENDS + _RECEIVES:
+                continue
+            called.add(id(node.func))
+            name = _literal_name(node)
+            if name is not None:
+                (sends if attr in _SENDS else receives).add(name)
+            elif attr in _SENDS:
+                dynamic = True
+    for node in ast.walk(tree):  # `s = pipe.send`: a send we cannot follow
+        if isinstance(node, ast.Attribute) and node.attr in _SENDS and id(node) not in called:
+            dynamic = True
+    return StaticIO(frozenset(sends), frozenset(receives), dynamic)
+
+
+def _literal_name(call: ast.Call) -> str | None:
+    arg = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "name"), None)
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    return None
+
+
+def _encode(io: StaticIO) -> str:
+    return json.dumps([sorted(io.sends), sorted(io.receives), io.dynamic])
+
+
+def _decode(raw: str) -> StaticIO | None:
+    try:
+        sends, receives, dynamic = json.loads(raw)
+        return StaticIO(frozenset(sends), frozenset(receives), bool(dynamic))
+    except (ValueError, TypeError):
+        return None
+
+
+def reactor_ios(reached: dict[str, list[Callable]], memo: Any = None) -> dict[str, StaticIO]:
+    """{reactor: StaticIO}, the union over each reactor and the user functions it reaches
+    (``reached``: {reactor: [functions]})."""
+    ios = function_ios({id(f): f for fs in reached.values() for f in fs}.values(), memo)
+    return {name: functools.reduce(lambda a, f: a | ios[id(f)], fs, StaticIO())
+            for name, fs in reached.items()}
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean 'data'?)' when a known name is close to ``name``, else ''."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def reached_functions(func: Callable, is_user_module: Callable[[str | None], bool]) -> list[Callable]:
+    """``func`` and the user functions it reaches through globals, closures and defaults
+    (functions only: classes and constants cannot send)."""
+    seen: dict[int, Callable] = {}
+    pending = [func]
+    while pending:
+        f = pending.pop()
+        f = getattr(f, "__func__", f)
+        if id(f) in seen:
+            continue
+        seen[id(f)] = f
+        wrapped = getattr(f, "__wrapped__", None)
+        if wrapped is not None:
+            pending.append(wrapped)
+        if not isinstance(f, types.FunctionType):
+            continue
+        pending.extend(r for r in _function_references(f)
+                       if isinstance(r, (types.FunctionType, types.MethodType)) or hasattr(r, "__wrapped__"))
+    return [f for f in seen.values() if isinstance(f, types.FunctionType)
+            and (f is func or _maybe_user(f, is_user_module))]
+
+
+def _maybe_user(func: types.FunctionType, is_user_module: Callable[[str | None], bool]) -> bool:
+    """User code, or code of a module that was never imported by name (loaded from a file
+    path): scanning too much only costs time, missing a sender would break the checks."""
+    import sys
+    module = func.__globals__.get("__name__")
+    return module not in sys.modules or is_user_module(module)
+
+
+def _function_references(func: types.FunctionType) -> list[Any]:
+    names = _global_names(func.__code__)
+    refs = [func.__globals__[n] for n in names if n in func.__globals__]
+    refs += [c.cell_contents for c in func.__closure__ or () if _filled(c)]
+    refs += list(func.__defaults__ or ())
+    return refs
+
+
+def _filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names

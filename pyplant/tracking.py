@@ -1,0 +1,308 @@
+"""External inputs a reactor reads: files, directory listings and environment variables.
+
+While a reactor's code runs, a Python audit hook (PEP 578, ``sys.addaudithook``) sees every
+``open`` of a file and every ``os.listdir``/``os.scandir``, and a wrapper around
+``os.environ``'s item lookup sees every environment variable read (``os.environ[...]``,
+``os.environ.get``, ``os.getenv``, ``in``). When the reactor finishes, its trace records::
+
+    files  {path: content hash}    regular files opened read-only, outside the plant directory,
+                                   the standard library, site-packages and Python sources
+    dirs   {path: listing hash}    directories listed (hash of the sorted entry names)
+    env    {name: value or None}   environment variables read (None: it was unset)
+
+and a later run re-runs the reactor when one of them changed. A file hash is cached by
+``(device, inode, size, mtime_ns)`` (``FileHashes``), so a warm run stats a big input file
+instead of reading it; a file modified within ``RACY_SECONDS`` of being hashed is hashed again
+next time, since the file clock is coarse (git's "racy" rule). A file that changed while the
+reactor had it open gets a hash that never verifies, so the reactor runs again.
+
+Not seen: files opened by C code that bypasses Python's ``open`` (h5py, some image and NetCDF
+loaders) -- use ``pipe.track_file(path)``; files the reactor also writes (they are its
+outputs); ``os.path.exists`` and ``os.stat`` checks; environment variables read by a
+subprocess.
+
+The hook is process-wide (audit hooks cannot be removed), costs one set lookup per audit event
+outside reactors, and finds the recorder of the reactor running in this context
+(``running.active_run``). Threads a reactor starts have a context of their own: their reads are
+credited to the running reactor when exactly one reactor is stepping in the process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import sys
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+from . import hashing
+from .running import active_run
+
+logger = logging.getLogger(__name__)
+
+RACY_SECONDS = 2.0
+_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
+_CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".so", ".pyd")
+_SYSTEM_ROOTS = ("/dev/", "/proc/", "/sys/")
+CHANGED_WHILE_READ = "changed-while-read"
+
+_stepping: list["InputRecorder"] = []  # recorders of the reactor steps running now (any thread)
+_install_lock = threading.Lock()
+_installed = False
+
+
+class HashStore(Protocol):
+    """A persistent map {real path: (device, inode, size, mtime_ns, hashed_at, hash)}."""
+    def get_file_hash(self, path: str) -> tuple | None: ...
+    def put_file_hash(self, path: str, entry: tuple) -> None: ...
+
+
+class FileHashes:
+    """Content hashes of input files, cached by their stat signature (see the module docstring).
+
+    Parameters
+    ----------
+    store : HashStore, optional
+        Where entries persist across processes (the plant's LMDB); a dict in memory without it.
+    """
+
+    def __init__(self, store: HashStore | None = None):
+        self._store = store
+        self._memory: dict[str, tuple] = {}
+
+    def digest(self, path: str) -> str | None:
+        """The content hash of the regular file at ``path``, or None when it is missing."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        signature = _signature(st)
+        entry = self._memory.get(path)
+        if entry is None and self._store is not None:
+            entry = self._store.get_file_hash(path)
+        if entry is not None and tuple(entry[:4]) == signature \
+                and st.st_mtime_ns / 1e9 < entry[4] - RACY_SECONDS:
+            return entry[5]
+        hashed_at = time.time()
+        try:
+            digest = hashing.file_hash(path)
+        except OSError:
+            return None
+        entry = (*signature, hashed_at, digest)
+        self._memory[path] = entry
+        if self._store is not None:
+            self._store.put_file_hash(path, entry)
+        return digest
+
+
+def listing_hash(path: str) -> str | None:
+    """Hash of the sorted entry names of a directory, or None when it is not one."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return None
+    return hashing.digest("listing", *names)
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class InputRecorder:
+    """What one reactor run reads from outside the plant; see the module docstring.
+
+    Parameters
+    ----------
+    plant_dir : str
+        The plant directory: files inside it are ingredients, not external inputs.
+    files, env : bool
+        Record files and directory listings; record environment variables.
+    """
+
+    def __init__(self, plant_dir: str, files: bool = True, env: bool = True):
+        self.plant_root = os.path.realpath(plant_dir) + os.sep
+        self.track_files = files
+        self.track_env = env
+        self.opened: dict[str, tuple | None] = {}   # {absolute path: stat signature at open}
+        self.written: set[str] = set()
+        self.listed: set[str] = set()
+        self.env: dict[str, str | None] = {}
+
+    def note_open(self, path: Any, flags: Any) -> None:
+        if not self.track_files or isinstance(path, int):
+            return
+        path = os.path.abspath(os.fsdecode(path))
+        if path.endswith(_CODE_SUFFIXES) or path.startswith(_SYSTEM_ROOTS):
+            return
+        if isinstance(flags, int) and flags & (os.O_ACCMODE | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
+            self.written.add(path)  # opened for writing: an output of the reactor, not an input
+            return
+        if path not in self.opened:
+            try:
+                self.opened[path] = _signature(os.stat(path))
+            except OSError:
+                self.opened[path] = None
+
+    def track_file(self, path: Any) -> None:
+        """Record ``path`` as read (for readers the audit hook cannot see)."""
+        path = os.path.abspath(os.fsdecode(os.fspath(path)))
+        if os.path.isdir(path):
+            self.listed.add(path)
+            return
+        if path not in self.opened:
+            try:
+                self.opened[path] = _signature(os.stat(path))
+            except OSError:
+                self.opened[path] = None
+
+    def note_listing(self, path: Any) -> None:
+        if not self.track_files or isinstance(path, int):
+            return
+        self.listed.add(os.path.abspath(os.fsdecode(path if path is not None else ".")))
+
+    def note_env(self, name: Any, value: str | None) -> None:
+        if self.track_env and isinstance(name, str) and name not in self.env:
+            self.env[name] = value
+
+    def finish(self, hashes: FileHashes) -> tuple[dict[str, str], dict[str, str], dict[str, str | None]]:
+        """Hash what was read: ``(files, dirs, env)`` as the trace records them."""
+        files: dict[str, str] = {}
+        for path, at_open in self.opened.items():
+            if path in self.written:
+                continue
+            real = os.path.realpath(path)
+            if not self._is_external(real):
+                continue
+            digest = hashes.digest(real)
+            if digest is None:
+                continue  # gone, or not a regular file (a FIFO, a device)
+            try:
+                now = _signature(os.stat(real))
+            except OSError:
+                continue
+            files[real] = digest if at_open in (None, now) else CHANGED_WHILE_READ
+        dirs = {}
+        for path in self.listed:
+            real = os.path.realpath(path)
+            if self._is_external(real + os.sep):
+                digest = listing_hash(real)
+                if digest is not None:
+                    dirs[real] = digest
+        return files, dirs, dict(self.env)
+
+    def _is_external(self, real: str) -> bool:
+        if real.startswith(self.plant_root) or real.startswith(_SYSTEM_ROOTS):
+            return False
+        return not real.startswith(_library_roots())
+
+
+def _library_roots() -> tuple[str, ...]:
+    from .dependencies import _library_roots as roots  # the one definition of "library"
+    prefixes = {os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return tuple(roots()) + tuple(prefixes)
+
+
+def current_recorder() -> InputRecorder | None:
+    """The recorder of the reactor running in this context, else the only one stepping."""
+    run = active_run.get()
+    if run is not None:
+        return getattr(run, "external", None)
+    stepping = _stepping
+    return stepping[0] if len(stepping) == 1 else None
+
+
+def stepping(recorder: InputRecorder | None) -> "_Stepping":
+    """Context manager around one step of a reactor's generator."""
+    return _Stepping(recorder)
+
+
+class _Stepping:
+    __slots__ = ("recorder",)
+
+    def __init__(self, recorder: InputRecorder | None):
+        self.recorder = recorder
+
+    def __enter__(self) -> None:
+        if self.recorder is not None:
+            _stepping.append(self.recorder)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.recorder is not None:
+            try:
+                _stepping.remove(self.recorder)
+            except ValueError:
+                pass
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event not in _EVENTS:
+        return
+    recorder = current_recorder()
+    if recorder is None:
+        return
+    try:
+        if event == "open":
+            recorder.note_open(args[0], args[2] if len(args) > 2 else None)
+        elif not _importing(sys._getframe(1)):  # the import system lists sys.path entries
+            recorder.note_listing(args[0] if args else None)
+    except Exception as exc:  # an audit hook must never break the reactor's own open()
+        logger.debug("input tracking skipped %s %r: %s", event, args[:1], exc)
+
+
+def _importing(frame: Any, depth: int = 4) -> bool:
+    """True when the caller is the import system (looking for a module, not reading data)."""
+    while frame is not None and depth > 0:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False
+
+
+def _wrap_environ_getitem(original: Callable) -> Callable:
+    def __getitem__(self: Any, key: Any) -> Any:
+        try:
+            value = original(self, key)
+        except KeyError:
+            if self is os.environ:
+                _note_env(key, None)
+            raise
+        if self is os.environ:
+            _note_env(key, value)
+        return value
+    __getitem__._pyplant_original = original  # type: ignore[attr-defined]
+    return __getitem__
+
+
+def _note_env(key: Any, value: str | None) -> None:
+    recorder = current_recorder()
+    if recorder is not None:
+        recorder.note_env(key, value)
+
+
+def install() -> None:
+    """Install the audit hook and the ``os.environ`` wrapper, once per process."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        sys.addaudithook(_audit)
+        environ_type = type(os.environ)
+        if not hasattr(environ_type.__getitem__, "_pyplant_original"):
+            environ_type.__getitem__ = _wrap_environ_getitem(environ_type.__getitem__)
+        _installed = True
+
+
+def display_path(path: str) -> str:
+    """``path`` relative to the working directory when under it, for messages."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+__all__ = ["InputRecorder", "FileHashes", "install", "stepping", "current_recorder",
+           "listing_hash", "display_path", "CHANGED_WHILE_READ"]

@@ -1,0 +1,243 @@
+"""Mistakes fail before work starts, and renames cost no more than the renamed reactor.
+
+* a typo in ``pipe.receive('dta')`` raises before any reactor runs, with "did you mean";
+* a reactor that cannot send what is needed is never started;
+* two producers of one name are refused before any reactor runs, or as soon as a trace shows
+  another producer that still sends it;
+* a forgotten ``yield`` or ``yield from`` is named;
+* a producer renamed or split in two, with byte-identical output, re-runs only itself: its
+  consumers verify by content hash (early cutoff).
+"""
+from __future__ import annotations
+
+import pytest
+
+from pyplant import ReactorFunc, SubreactorFunc
+from pyplant.errors import DuplicateProducerError, IngredientNotFoundError, ReactorProtocolError
+
+from conftest import Box, result_of, run_script, write_script
+
+
+def test_receive_typo_fails_before_any_reactor_runs(open_plant):
+    ran = Box()
+
+    @ReactorFunc
+    def slow(pipe):
+        ran["slow"] = True  # hours of work in real life
+        pipe.send("data", 1)
+
+    @ReactorFunc
+    def target(pipe):
+        ran["target"] = True
+        x = yield pipe.receive("dta")
+        pipe.send("out", x)
+
+    plant, events = open_plant(reactors=[slow, target])
+    with pytest.raises(IngredientNotFoundError, match=r"'dta'.*did you mean 'data'\?") as info:
+        plant.run_reactor(target)
+    assert info.value.reactor == "target" and info.value.ingredient == "dta"
+    assert events.started == [] and "slow" not in ran and "target" not in ran
+
+
+def test_typo_upstream_of_the_target_fails_before_work_too(open_plant):
+    ran = Box()
+
+    @ReactorFunc
+    def load(pipe):
+        ran["load"] = True
+        pipe.send("raw", 1)
+
+    @ReactorFunc
+    def clean(pipe):
+        x = yield pipe.receive("rwa")
+        pipe.send("clean", x)
+
+    @ReactorFunc
+    def target(pipe):
+        ran["target"] = True
+        pipe.send("out", (yield pipe.receive("clean")))
+
+    plant, events = open_plant(reactors=[load, clean, target])
+    with pytest.raises(IngredientNotFoundError, match=r"reactor 'clean'.*'rwa'.*did you mean 'raw'\?"):
+        plant.run_reactor(target)
+    assert events.started == [] and not ran.data
+
+
+def test_a_reactor_with_names_built_at_run_time_is_still_tried(open_plant):
+    """A send whose name is not a literal might send anything: discovery tries it."""
+
+    @ReactorFunc
+    def dynamic(pipe):
+        for i in range(2):
+            pipe.send(f"part{i}", i)
+
+    @ReactorFunc
+    def unrelated(pipe):
+        pipe.send("z", 0)
+
+    @ReactorFunc
+    def target(pipe):
+        pipe.send("out", (yield pipe.receive("part1")))
+
+    plant, events = open_plant(reactors=[unrelated, dynamic, target])
+    plant.run_reactor(target)
+    assert plant.fetch_ingredient("out") == 1
+    assert events.started == ["target", "dynamic"]
+
+
+def test_two_literal_producers_are_refused_before_any_work(open_plant):
+    ran = Box()
+
+    @ReactorFunc
+    def first(pipe):
+        ran["first"] = True
+        pipe.send("x", 1)
+
+    @ReactorFunc
+    def second(pipe):
+        ran["second"] = True
+        pipe.send("x", 2)
+
+    @ReactorFunc
+    def target(pipe):
+        pipe.send("out", (yield pipe.receive("x")))
+
+    plant, events = open_plant(reactors=[first, second, target])
+    with pytest.raises(DuplicateProducerError, match=r"'first' and 'second' both send ingredient 'x'") as info:
+        plant.run_reactor(target)
+    assert info.value.ingredient == "x"
+    assert events.started == [] and not ran.data
+
+
+def test_a_trace_naming_another_producer_that_still_sends_it_is_refused(open_plant):
+    """Sessions apart: 'x' was produced by `first`, which still sends it; `second` sends 'x'
+    under a name built at run time. The last writer must not silently win."""
+
+    @ReactorFunc
+    def first(pipe):
+        pipe.send("x", 1)
+
+    @ReactorFunc
+    def use_first(pipe):
+        pipe.send("a", (yield pipe.receive("x")))
+
+    @ReactorFunc
+    def second(pipe):
+        pipe.send("".join(["x"]), 2)
+        pipe.send("b", 0)
+
+    @ReactorFunc
+    def use_second(pipe):
+        pipe.send("c", (yield pipe.receive("b")))
+
+    plant, _ = open_plant(reactors=[first, use_first])
+    plant.run_reactor(use_first)
+    plant.shutdown()
+    plant2, _ = open_plant(reactors=[second, use_second, first, use_first])
+    with pytest.raises(DuplicateProducerError, match=r"'first' and 'second' both send ingredient 'x'"):
+        plant2.run_reactor(use_second)
+    assert plant2.fetch_ingredient("x") == 1  # nothing overwritten
+
+
+def test_receive_without_yield_is_named(open_plant):
+    @ReactorFunc
+    def producer(pipe):
+        pipe.send("x", 1)
+
+    @ReactorFunc
+    def forgot(pipe):
+        data = pipe.receive("x")
+        print(data)
+        yield
+
+    plant, _ = open_plant(reactors=[producer, forgot])
+    with pytest.raises(ReactorProtocolError, match=r"pipe.receive\('x'\) without yield"):
+        plant.run_reactor(forgot)
+
+
+def test_sending_a_receive_request_is_refused(open_plant):
+    @ReactorFunc
+    def producer(pipe):
+        pipe.send("x", 1)
+
+    @ReactorFunc
+    def forgot(pipe):
+        data = pipe.receive("x")
+        pipe.send("y", data)
+        yield
+
+    plant, _ = open_plant(reactors=[producer, forgot])
+    with pytest.raises(ReactorProtocolError, match=r"sent ingredient 'y'.*yield is missing") as info:
+        plant.run_reactor(forgot)
+    assert info.value.reactor == "forgot" and info.value.ingredient == "y"
+    with pytest.raises(IngredientNotFoundError):
+        plant.fetch_ingredient("y")
+
+
+def test_subreactor_called_without_yield_from_is_named(open_plant):
+    @SubreactorFunc
+    def normalize(pipe, x):
+        return x / 2
+
+    @ReactorFunc
+    def target(pipe):
+        z = normalize(pipe, 4.0)  # a generator that never runs
+        RESULT = z  # noqa: F841
+        yield
+
+    plant, _ = open_plant(reactors=[target])
+    with pytest.raises(ReactorProtocolError, match=r"subreactor 'normalize' without 'yield from'"):
+        plant.run_reactor(target)
+
+
+RENAME_V1 = '''
+@ReactorFunc
+def fit_coef(pipe):
+    pipe.send("coef", np.arange(4.0) * 2)
+
+@ReactorFunc
+def evaluate(pipe):
+    coef = yield pipe.receive("coef")
+    pipe.send("score", float(coef.sum()))
+
+@ReactorFunc
+def show(pipe):
+    RESULT["score"] = yield pipe.receive("score")
+
+with open_plant() as plant:
+    plant.run_reactor(show)
+    report(explain=plant.explain())
+'''
+
+RENAME_V2 = RENAME_V1.replace("def fit_coef(pipe)", "def fit(pipe)")
+
+SPLIT_V3 = '''
+@ReactorFunc
+def prepare(pipe):
+    pipe.send("base", np.arange(4.0))
+
+@ReactorFunc
+def fit(pipe):
+    base = yield pipe.receive("base")
+    pipe.send("coef", base + base)
+''' + RENAME_V1[RENAME_V1.index("@ReactorFunc\ndef evaluate"):]
+
+
+def test_renamed_then_split_producer_with_identical_output_stops_the_wave(tmp_path):
+    script = tmp_path / "pipeline.py"
+    write_script(script, RENAME_V1)
+    first = result_of(run_script(script, tmp_path / "p"))
+    assert first["result"]["score"] == 12.0
+
+    write_script(script, RENAME_V2)  # fit_coef renamed to fit, same body
+    renamed = result_of(run_script(script, tmp_path / "p"))
+    assert renamed["started"] == ["show", "fit"]
+    assert renamed["explain"]["evaluate"] == "up to date"
+    assert renamed["result"]["score"] == 12.0
+
+    write_script(script, SPLIT_V3)  # fit split into prepare + fit, same coef
+    split = result_of(run_script(script, tmp_path / "p"))
+    assert sorted(split["started"]) == ["fit", "prepare", "show"]
+    assert split["explain"]["evaluate"] == "up to date"
+    scratch = result_of(run_script(script, tmp_path / "fresh"))
+    assert scratch["result"] == split["result"]
