@@ -48,13 +48,20 @@ class ConfigBase:
             return object.__getattribute__(self, name)  # methods and properties of subclasses
         value = ConfigBase.peek(self, name)
         if name not in object.__getattribute__(self, "_pyplant_aux"):
-            reader(name, value)
+            try:
+                reader(name, value)
+            except AttributeError as exc:  # a ConfigError: Python would call __getattr__ instead
+                object.__getattribute__(self, "__dict__")["_pyplant_failed_read"] = (name, exc)
+                raise
         return value
 
     def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup failed: a parameter that does not exist.
         if name.startswith("__"):
             raise AttributeError(name)
+        failed = self.__dict__.pop("_pyplant_failed_read", None)
+        if failed is not None and failed[0] == name:
+            raise failed[1]  # the parameter exists, its value could not be recorded
         reader = self.__dict__.get("_pyplant_reader")
         owner = getattr(reader, "reactor_name", None)
         where = f" (read by reactor '{owner}')" if owner else ""

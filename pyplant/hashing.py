@@ -260,6 +260,11 @@ class _ShortRepr(reprlib.Repr):
             return f"{_qualified_name(x.__func__)} of {self.repr1(x.__self__, level - 1)}"
         return super().repr1(x, level)
 
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 4000:  # beyond repr's digit limit
+            return f"<int of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
     def repr_instance(self, x: Any, level: int) -> str:
         text = reprlib.Repr.repr_instance(self, x, level)
         if " at 0x" in text:

@@ -23,7 +23,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from . import hashing
+from . import bytecode, hashing
 
 _SENDS = ("send", "allocate")
 _RECEIVES = ("receive",)
@@ -167,7 +167,9 @@ def _maybe_user(func: types.FunctionType, is_user_module: Callable[[str | None],
 
 
 def _function_references(func: types.FunctionType) -> list[Any]:
-    names = _global_names(func.__code__)
+    names, _ = bytecode.names(func.__code__)
+    if any(n in func.__globals__ for n in names):  # globals only: np.linalg.solve is no global solve
+        names = bytecode.facts(func.__code__).globals
     refs = [func.__globals__[n] for n in names if n in func.__globals__]
     refs += [c.cell_contents for c in func.__closure__ or () if _filled(c)]
     refs += list(func.__defaults__ or ())
@@ -180,11 +182,3 @@ def _filled(cell: types.CellType) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names

@@ -64,7 +64,6 @@ class Scenario:
     def edit(self, old: str, new: str, path: Path | None = None) -> None:
         path = path or self.module
         text = path.read_text()
-        old, new = textwrap.dedent(old), textwrap.dedent(new)
         assert old in text, f"{old!r} not in {path.name}"
         path.write_text(text.replace(old, new))
 

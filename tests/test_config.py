@@ -1,6 +1,8 @@
 """ConfigBase / ConfigValue: reads recorded as dependencies, comparisons, read-only, errors."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -400,3 +402,248 @@ def test_partial_params_compared_by_arguments(open_plant):
     plant, events = run_with(open_plant, {"fn": functools.partial(add, 5)}, reactors)
     assert plant.fetch_ingredient("result") == 15
     assert events.started == ["target", "reader"]
+
+
+# --- values that carry code (fresh processes, edit_scenario.py) -----------------------------
+
+CONFIG_CODE = '''
+import helpers
+
+@ReactorFunc
+def produce(pipe, config):
+    model = config.model_cls(2)
+    pipe.send("x", model.predict(3) + config.settings.apply(1))
+
+@ReactorFunc
+def other(pipe):
+    pipe.send("y", 1)
+
+@ReactorFunc
+def target(pipe):
+    x = yield pipe.receive("x")
+    y = yield pipe.receive("y")
+    RESULT["x"] = x
+
+plant = open_plant({"model_cls": helpers.Baseline, "settings": helpers.Settings(threshold=0.5)})
+plant.add_reactors(target, produce, other)
+plant.run_reactor(target)
+explain = plant.explain()
+plant.shutdown()
+report(explain=explain)
+'''
+
+CONFIG_HELPERS = '''
+from dataclasses import dataclass
+
+class Baseline:
+    def __init__(self, k):
+        self.k = k
+
+    def predict(self, v):
+        return v * self.k
+
+@dataclass
+class Settings:
+    threshold: float
+
+    def apply(self, v):
+        return v + self.threshold
+'''
+
+
+@pytest.mark.parametrize("old, new", [
+    ("return v * self.k", "return v * self.k + 1"),           # a class stored in the config
+    ("return v + self.threshold", "return v - self.threshold"),  # a dataclass instance's method
+])
+def test_config_values_carrying_code_rerun_when_the_code_changes(tmp_path, old, new):
+    """`config.model_cls = Baseline` and a dataclass instance count by the code of their class
+    (deeply: what the class reaches), not by their name."""
+    from edit_scenario import Scenario
+
+    edited = Scenario(tmp_path, CONFIG_HELPERS, CONFIG_CODE).check(old, new, {"produce"})
+    assert "config parameter" in edited["explain"]["produce"]
+
+
+# --- values that are hard to tokenize ---------------------------------------------------------
+
+
+def test_huge_int_and_recursive_list_params_are_compared(open_plant):
+    """10**5000 (beyond repr's digit limit) and a list that contains itself are ordinary
+    values: equal ones do not re-run, different ones do."""
+    def cyclic(tail):
+        value = [1, tail]
+        value.append(value)
+        return value
+
+    reactors = reader_reactors("v")
+    run_with(open_plant, {"v": (10 ** 5000, cyclic(2))}, reactors)
+    _, events = run_with(open_plant, {"v": (10 ** 5000, cyclic(2))}, reactors)
+    assert events.started == ["target"]
+    _, events = run_with(open_plant, {"v": (10 ** 5000 + 1, cyclic(2))}, reactors)
+    assert events.started == ["target", "reader"]
+    _, events = run_with(open_plant, {"v": (10 ** 5000 + 1, cyclic(3))}, reactors)
+    assert events.started == ["target", "reader"]
+
+
+class Guarded:
+    """A config value holding a lock: the lock is a resource, the rest counts."""
+
+    def __init__(self, n):
+        import threading
+
+        self.n = n
+        self.lock = threading.Lock()
+
+
+def test_object_holding_a_lock_is_compared_by_its_other_attributes(open_plant):
+    reactors = reader_reactors("g")
+
+    @ReactorFunc
+    def reader(pipe, config):
+        pipe.send("read", config.g.n)
+
+    reactors[1] = reader
+    run_with(open_plant, {"g": Guarded(1)}, reactors)
+    _, events = run_with(open_plant, {"g": Guarded(1)}, reactors)
+    assert events.started == ["target"]
+    plant, events = run_with(open_plant, {"g": Guarded(2)}, reactors)
+    assert events.started == ["target", "reader"] and plant.fetch_ingredient("read") == 2
+
+
+def test_untokenizable_param_raises_config_error_naming_it_and_the_reactor(open_plant):
+    """A generator has no stable representation: ConfigError names the parameter and the reactor
+    (not a raw TokenizationError from deep inside), and what finished before stays cached."""
+    @ReactorFunc
+    def reader(pipe, config):
+        pipe.send("read", next(config.stream))
+
+    @ReactorFunc
+    def other(pipe):
+        pipe.send("other", "constant")
+
+    @ReactorFunc
+    def target(pipe):
+        o = yield pipe.receive("other")
+        r = yield pipe.receive("read")
+        pipe.send("result", (r, o))
+
+    plant, events = open_plant(config={"stream": (i for i in range(3))}, reactors=[target, reader, other])
+    with pytest.raises(ConfigError, match=r"config parameter 'stream' \(read by reactor 'reader'\)"):
+        plant.run_reactor(target)
+    assert "other" in events.finished
+    assert plant.fetch_ingredient("other") == "constant"
+
+
+def test_tokenization_error_lives_in_errors_and_hashing_keeps_the_name():
+    from pyplant import errors, hashing
+
+    assert hashing.TokenizationError is errors.TokenizationError
+    assert issubclass(errors.TokenizationError, errors.PyPlantError)
+    assert issubclass(errors.TokenizationError, TypeError)
+    with pytest.raises(errors.TokenizationError, match="generator"):
+        hashing.stable_token(x for x in ())
+
+
+# --- pandas and datetimes -------------------------------------------------------------------
+
+
+def test_pandas_params_compared_by_content():
+    """DataFrame, Series and Index: equal content (a new object) gives an equal token; a value,
+    a column name, a dtype or an index change gives another."""
+    pd = pytest.importorskip("pandas")
+    from pyplant.hashing import stable_token
+
+    def frame(**changes):
+        data = {"a": [1, 2, 3], "b": [0.5, 1.5, 2.5]}
+        data.update(changes.get("data", {}))
+        return pd.DataFrame(data, index=changes.get("index", [10, 20, 30]))
+
+    base = stable_token(frame())
+    assert stable_token(frame()) == base
+    assert stable_token(frame(data={"b": [0.5, 1.5, 9.5]})) != base
+    assert stable_token(frame().rename(columns={"b": "c"})) != base
+    assert stable_token(frame().astype({"a": "int32"})) != base
+    assert stable_token(frame(index=[10, 20, 31])) != base
+    assert stable_token(frame()["a"]) == stable_token(frame()["a"].copy())
+    assert stable_token(frame()["a"]) != stable_token(frame()["a"].rename("z"))
+    assert stable_token(pd.Index([1, 2])) != stable_token(pd.Index([1, 3]))
+
+
+def test_pandas_frame_param_reruns_only_when_its_content_changes(open_plant):
+    pd = pytest.importorskip("pandas")
+    reactors = reader_reactors("df")
+    run_with(open_plant, {"df": pd.DataFrame({"a": [1, 2]})}, reactors)
+    _, events = run_with(open_plant, {"df": pd.DataFrame({"a": [1, 2]})}, reactors)
+    assert events.started == ["target"]
+    _, events = run_with(open_plant, {"df": pd.DataFrame({"a": [1, 5]})}, reactors)
+    assert events.started == ["target", "reader"]
+
+
+def test_datetime64_array_param(open_plant):
+    """datetime64 and timedelta64 arrays are hashed by their bytes (no buffer-protocol crash)."""
+    reactors = reader_reactors("t")
+    days = np.array(["2024-01-01", "2024-01-02"], dtype="datetime64[D]")
+    run_with(open_plant, {"t": days}, reactors)
+    _, events = run_with(open_plant, {"t": days.copy()}, reactors)
+    assert events.started == ["target"]
+    plant, events = run_with(open_plant, {"t": days + np.timedelta64(1, "D")}, reactors)
+    assert events.started == ["target", "reader"]
+    assert (plant.fetch_ingredient("read") == days + np.timedelta64(1, "D")).all()
+    _, events = run_with(open_plant, {"t": np.array([1, 2], dtype="timedelta64[s]")}, reactors)
+    assert events.started == ["target", "reader"]
+
+
+# --- cached properties ----------------------------------------------------------------------
+
+
+class Cached(ConfigBase):
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+
+    @functools.cached_property
+    def derived(self):
+        return self.base * 10
+
+
+def test_cached_property_is_not_a_param_and_records_what_it_reads(open_plant):
+    """A functools.cached_property is computed, not a parameter: a second run in the same
+    process re-runs nothing, and a reactor reading it depends on the parameter it reads."""
+    @ReactorFunc
+    def reader(pipe, config):
+        pipe.send("read", config.derived)
+
+    @ReactorFunc
+    def target(pipe):
+        r = yield pipe.receive("read")
+        pipe.send("result", r)
+
+    config = Cached(2)
+    assert "derived" not in config.get_param_names() and not config.has("derived")
+    plant, events = open_plant(config=config, reactors=[target, reader])
+    plant.run_reactor(target)
+    assert config.derived == 20  # cached on the plant's config object now
+    plant.run_reactor(target)
+    assert events.started == ["target", "reader", "target"]
+    assert plant.fetch_ingredient("result") == 20
+    plant2, events2 = open_plant(config=Cached(3), reactors=[target, reader])
+    plant2.run_reactor(target)
+    assert events2.started == ["target", "reader"]
+    assert "'base'" in plant2.explain("reader") and plant2.fetch_ingredient("result") == 30
+
+
+def test_rerun_reason_shows_functions_by_name_not_address(open_plant):
+    """'why it re-ran' names a function or class, never a memory address."""
+    @ReactorFunc
+    def reader(pipe, config):
+        pipe.send("read", config.fn(10))
+
+    @ReactorFunc
+    def target(pipe):
+        r = yield pipe.receive("read")
+        pipe.send("result", r)
+
+    run_with(open_plant, {"fn": double}, [target, reader])
+    plant, _ = run_with(open_plant, {"fn": triple}, [target, reader])
+    reason = plant.explain("reader")
+    assert "test_config.double" in reason and "test_config.triple" in reason and "0x" not in reason

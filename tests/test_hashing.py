@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import textwrap
 
+import numpy as np
 import pytest
 
 from pyplant import Plant
@@ -218,3 +219,94 @@ def test_edit_and_reload_in_same_process_reruns(tmp_path, monkeypatch):
         assert started == ["reload_cons", "reload_prod"]
     finally:
         sys.modules.pop("reload_me_pipeline", None)
+
+
+# --- arrays of any dtype, tokens, short reprs ------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[ns]", "datetime64[D]", "timedelta64[s]", "float16",
+                                   [("a", "i4"), ("b", "f8")]])
+def test_array_hash_of_any_fixed_size_dtype(dtype):
+    """datetime64/timedelta64 (refused by the buffer protocol) and structured arrays hash by
+    their bytes; the dtype and the content both count."""
+    from pyplant.hashing import array_hash
+
+    a = np.zeros(4, dtype=dtype)
+    b = a.copy()
+    b[2] = np.ones(1, dtype=dtype)[0]
+    assert array_hash(a) == array_hash(a.copy()) != array_hash(b)
+    assert array_hash(a[::2]) == array_hash(np.ascontiguousarray(a[::2]))
+
+
+DATETIME_PIPELINE = '''
+@ReactorFunc
+def produce(pipe):
+    pipe.send("t", np.arange("2024-01-01", "2024-01-08", dtype="datetime64[D]"))
+    pipe.send("d", np.array([1, 2, 3], dtype="timedelta64[ms]"))
+    pipe.send("big", np.arange(0, 300_000, dtype="datetime64[s]"))  # memory-mapped when loaded
+
+@ReactorFunc
+def target(pipe):
+    t = yield pipe.receive("t")
+    d = yield pipe.receive("d")
+    big = yield pipe.receive("big")
+    RESULT["t"] = [str(v) for v in t]
+    RESULT["d"] = [str(v) for v in d]
+    RESULT["big"] = [str(big.dtype), str(big[-1])]
+
+plant = open_plant()
+plant.add_reactors(target, produce)
+plant.run_reactor(target)
+plant.shutdown()
+report()
+'''
+
+
+def test_datetime64_ingredients_round_trip_in_a_new_process(tmp_path):
+    """Sent datetime64/timedelta64 arrays are stored, verified and received back equal."""
+    from conftest import result_of, run_script, write_script
+
+    script = write_script(tmp_path / "dates.py", DATETIME_PIPELINE)
+    first = result_of(run_script(script, tmp_path / "plant"))
+    second = result_of(run_script(script, tmp_path / "plant"))
+    assert second["started"] == ["target"]
+    assert first["result"] == second["result"]
+    assert second["result"]["t"][0] == "2024-01-01" and second["result"]["d"] == ["1 milliseconds", "2 milliseconds",
+                                                                                 "3 milliseconds"]
+    assert second["result"]["big"] == ["datetime64[s]", str(np.datetime64(299_999, "s"))]
+    assert first["started"] == ["target", "produce"]
+
+
+def _named(v):
+    return v
+
+
+class _Named:
+    pass
+
+
+def test_short_repr_names_code_and_hides_addresses():
+    from pyplant.hashing import short_repr
+
+    assert short_repr(_named) == f"{__name__}._named"
+    assert short_repr([_named, _Named]) == f"[{__name__}._named, {__name__}._Named]"
+    assert "0x" not in short_repr(_Named()) and "_Named" in short_repr(_Named())
+    assert "digits" in short_repr(10 ** 5000)
+    assert len(short_repr(list(range(1000)))) <= 60
+
+
+def test_tokens_of_library_objects_are_stable_and_by_content():
+    """Path, datetime, Decimal and a NumPy generator: by what pickle would store, no address."""
+    import datetime
+    import decimal
+    from pathlib import Path
+
+    from pyplant.hashing import stable_token
+
+    assert stable_token(Path("a/b.csv")) == stable_token(Path("a") / "b.csv") != stable_token(Path("a/c.csv"))
+    assert stable_token(datetime.date(2024, 1, 2)) != stable_token(datetime.date(2024, 1, 3))
+    assert stable_token(decimal.Decimal("1.50")) != stable_token(decimal.Decimal("1.5"))
+    rng = np.random.default_rng(3)
+    assert stable_token(rng) == stable_token(np.random.default_rng(3)) != stable_token(np.random.default_rng(4))
+    rng.random()
+    assert stable_token(rng) != stable_token(np.random.default_rng(3))
