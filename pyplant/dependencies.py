@@ -156,7 +156,7 @@ def _is_user_module_by_location(module_name: str) -> bool:
 def library_version(module_name: str) -> str:
     """The installed version of the distribution that provides a module, or 'unknown'."""
     top = module_name.split(".")[0]
-    if top in sys.stdlib_module_names or top == "builtins":
+    if top in sys.stdlib_module_names or top in ("builtins", "python"):
         return f"python-{sys.version_info.major}.{sys.version_info.minor}"
     version = getattr(sys.modules.get(top), "__version__", None)
     if isinstance(version, str):
@@ -210,6 +210,7 @@ class CodeMapper:
 # --- the walk --------------------------------------------------------------------------------
 
 _SKIPPED_CLASS_ATTRIBUTES = frozenset({"_abc_impl"})
+_SLOTS = (types.MemberDescriptorType, types.GetSetDescriptorType)  # __slots__: no value in the class
 _LIBRARY_CODE = (types.BuiltinFunctionType, types.WrapperDescriptorType, types.MethodDescriptorType,
                  types.ClassMethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType)
 
@@ -284,6 +285,8 @@ class _Walk:
 
     def _lib(self, module: str) -> _Node:
         top = module.split(".")[0]
+        if top in sys.stdlib_module_names or top == "builtins":
+            top = "python"  # one interpreter version, whatever the module
         node = self.libs.get(top)
         if node is None:
             kind = "ignore" if top == _SELF else "lib"
@@ -497,7 +500,7 @@ class _Walk:
         parts = [class_label(cls)] + [encode(b) for b in cls.__bases__]
         rebound = self.state.class_attributes(cls)
         for name, value in sorted(vars(cls).items()):
-            if name in rebound or name in _SKIPPED_CLASS_ATTRIBUTES:
+            if name in rebound or name in _SKIPPED_CLASS_ATTRIBUTES or isinstance(value, _SLOTS):
                 continue
             methods = _methods(name, value)
             if methods:

@@ -716,7 +716,8 @@ def code_change_reason(reactor: str, label: str, before: str | None, now: str | 
         return f"code changed: {what} is gone"
     if kind == "lib":
         return f"library {what} changed version {before} -> {now}"
-    noun = {"fn": "function", "cls": "class", "const": "constant", "sub": "subreactor"}.get(kind, kind)
+    noun = {"fn": "function", "cls": "class", "const": "constant", "sub": "subreactor", "obj": "object",
+            "name": "name"}.get(kind, kind)
     return f"code changed: {noun} {what}"
 
 

@@ -113,9 +113,16 @@ class Tokenizer:
         cycles, start = self._cycles, len(self.found)
         try:
             text = self._encode_compound(value)
-        except RecursionError as exc:
-            raise TokenizationError(f"a value of type {_qualname(kind)} is nested too deeply to "
-                                    f"tokenize") from exc
+        except TokenizationError:
+            if self.untracked is None:
+                raise
+            text = self.untracked(value)
+        except Exception as exc:  # RecursionError, or a library object failing while encoded
+            if self.untracked is None:
+                what = "is nested too deeply to tokenize" if isinstance(exc, RecursionError) \
+                    else f"cannot be tokenized ({type(exc).__name__}: {exc})"
+                raise TokenizationError(f"a value of type {_qualname(kind)} {what}") from exc
+            text = self.untracked(value)
         finally:
             del self._path[key]
         if self._cycles == cycles:  # no back reference above it: the text does not depend on the path
@@ -191,9 +198,8 @@ class Tokenizer:
         if not isinstance(value, _ORDERED):  # equal dicts are equal whatever their order
             items.sort()
         extra = ""
-        factory = getattr(value, "default_factory", None)
-        if factory is not None:
-            extra = f"default={enc(factory)}"
+        if isinstance(value, collections.defaultdict):
+            extra = f"default={enc(value.default_factory)}"
         return f"{self._type(type(value))}{{{','.join(items)}}}{extra}{self._extra(value)}"
 
     def _encode_attributes(self, value: Any) -> str:
