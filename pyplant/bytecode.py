@@ -423,8 +423,9 @@ class _Analysis:
         self.rebound.add(name)
 
     def _load_name(self, arg: int, name: str) -> None:
+        """A class body's own names (``items = []; items.append(1)``) are not globals."""
         self.globals.add(name)
-        self._push(Place(("global", name)))
+        self._push(_UNKNOWN if name in _assigned_names(self.code) else Place(("global", name)))
 
     def _store_fast(self, arg: int, name: str) -> None:
         value = self._pop()
@@ -508,7 +509,7 @@ def _assignments(code: types.CodeType) -> tuple[frozenset, frozenset]:
     for _, opname, _, argval, _ in _instructions(code):
         if opname in ("STORE_FAST", "STORE_DEREF"):
             counts[argval] = counts.get(argval, 0) + 1
-        elif opname in ("DELETE_FAST", "DELETE_DEREF"):
+        elif opname in ("DELETE_FAST", "DELETE_DEREF", "STORE_NAME", "DELETE_NAME"):
             counts[argval] = counts.get(argval, 0) + 2
     result = frozenset(counts), frozenset(n for n, c in counts.items() if c == 1)
     _assigned_cache[id(code)] = (code, *result)

@@ -391,7 +391,8 @@ class _Walk:
             if target.kind in ("fn", "cls", "pinned") and target.label.partition(":")[2] == binding:
                 label = None  # the function or class of that very name
             elif target.kind == "data":
-                label = f"{'obj' if self._is_user_class(type(value)) else 'const'}:{binding}"
+                kind = "obj" if self._is_user_class(type(value)) else "name" if callable(value) else "const"
+                label = f"{kind}:{binding}"
             else:
                 label = f"name:{binding}"
         node.edges.append((label, target, value))

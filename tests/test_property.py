@@ -1,17 +1,24 @@
 """Property test: random DAGs of reactors, random edits, re-run after each edit.
 
 Each hypothesis example generates the SOURCE of a Python module (reactors ``r0..rN`` and a
-target ``final``, plain helper functions ``h*``, ``@SubreactorFunc`` subreactors ``s*``, module
-constants ``K*``), imports it under one fixed module name (a new module object, from a new file,
-at every step) and runs ``final`` on one plant directory that keeps its whole history. Then
-1..4 random edits are applied, each followed by a run:
+target ``final``, helper functions ``h*`` (plain, ``functools.lru_cache``-d, or wrapped by a
+user decorator ``@shift(d)`` that uses ``functools.wraps``), ``@SubreactorFunc`` subreactors
+``s*``, module constants ``K*``, a registry ``REG`` mixing the helpers and a number, a
+module-level instance ``OBJ`` of a user class, a module-level ``functools.partial`` ``PART``, and
+module state ``LOG``/``SEEN`` that reactors append to), imports it under one fixed module name
+(a new module object, from a new file, at every step) and runs ``final`` on one plant directory
+that keeps its whole history. Then 1..4 random edits are applied, each followed by a run:
 
 * code edits that change a value (a constant in a reactor, a helper, a subreactor; a module
-  constant a helper reads),
+  constant a helper reads; a decorator's argument ``@shift(d)`` or its wrapper's body; the
+  number in the registry; the attribute of ``OBJ`` or its class's method; the partial's
+  argument),
 * code edits that change the code but not the value (``acc * 2`` -> ``acc + acc``,
   ``y * 3`` -> ``y + y + y``): the edited function's readers re-run, early cutoff stops the wave,
 * cosmetic edits (comments, docstrings, layout, lines added above everything, a constant no one
   reads, the same source loaded again): nothing but the target runs,
+* state edits: the initial content of ``LOG``, a list the reactors append to, is state, never
+  a dependency: nothing but the target runs (nor does ``OBJ.calls``, set by its method),
 * config edits: a value read by reactors (``config.p1`` or ``pipe.read_config('p1')``), a value
   no one reads, a "side" parameter read without influencing any value, and marking/unmarking
   side parameters as auxiliary.
@@ -33,7 +40,10 @@ exact either way.)
 
 Code identity is what the model knows about the generated source: for each function the
 reactor reaches (itself, helpers transitively, subreactors, constants read), the parameters
-that change its AST (constant, ``*`` vs ``+`` variant), never the cosmetic ones.
+that change its AST (constant, ``*`` vs ``+`` variant), never the cosmetic ones; for a shifted
+helper its ``d`` and the wrapper's body; for a reactor calling a helper through ``REG``, every
+helper in the registry (any may be called) and the registry's number; ``OBJ``'s attribute and
+method; ``PART``'s argument. State never counts.
 
 Three tests share this machinery:
 
@@ -96,6 +106,10 @@ class Reactor:
     sub_input: int | None       # ingredient out{j} a generator subreactor receives
     out_array: bool
     code: Code
+    via_registry: bool = False  # calls its helper as REG['hK'](acc) + REG['bias']
+    use_obj: bool = False       # acc = OBJ.apply(acc)
+    use_partial: bool = False   # acc = PART(acc)
+    log_state: bool = False     # LOG.append(acc); SEEN[acc] = i: state, never a dependency
 
 
 @dataclass
@@ -103,6 +117,8 @@ class Helper:
     calls: int | None           # another helper, of lower index
     const_ref: int | None       # module constant K{c} it reads
     code: Code
+    deco: int = 0               # 0 plain, 1 @functools.lru_cache, 2 @shift(d) (functools.wraps)
+    shift: int = 0              # d
 
 
 @dataclass
@@ -123,6 +139,12 @@ class World:
     preamble: int
     params: dict[str, Any]
     aux: set[str] = field(default_factory=set)
+    wrapper_variant: int = 0    # shift's wrapper: `f(x) + d` or `f(x) + d + 1`
+    reg_bias: int = 0           # REG['bias']
+    obj_factor: int = 1         # OBJ = Scaler(factor=...)
+    obj_const: int = 0          # Scaler.apply: x * self.factor + obj_const
+    partial_arg: int = 0        # PART = functools.partial(combine, partial_arg)
+    state_seed: int = 0         # LOG = [state_seed]: state, never a dependency
 
     def sinks(self) -> list[int]:
         consumed = set()
@@ -151,7 +173,8 @@ def _first_statement(code: Code, target: str, expr: str) -> list[str]:
 
 
 def render_helper(k: int, h: Helper) -> list[str]:
-    lines = [f"def h{k}(x):"] + _body_head(h.code, f"helper {k}")
+    decorator = {0: [], 1: ["@functools.lru_cache(maxsize=None)"], 2: [f"@shift({h.shift})"]}[h.deco]
+    lines = decorator + [f"def h{k}(x):"] + _body_head(h.code, f"helper {k}")
     lines += _first_statement(h.code, "y", f"x + {h.code.const}")
     if h.calls is not None:
         lines.append(f"    y = h{h.calls}(y)")
@@ -189,7 +212,17 @@ def render_reactor(i: int, r: Reactor) -> list[str]:
         read = f"pipe.read_config('q{q}')" if r.read_style else f"config.q{q}"
         lines.append(f"    side = {read}  # read, never influences a value")
     if r.helper is not None:
-        lines.append(f"    acc = h{r.helper}(acc)")
+        if r.via_registry:
+            lines.append(f"    acc = REG['h{r.helper}'](acc) + REG['bias']")
+        else:
+            lines.append(f"    acc = h{r.helper}(acc)")
+    if r.use_obj:
+        lines.append("    acc = OBJ.apply(acc)")
+    if r.use_partial:
+        lines.append("    acc = PART(acc)")
+    if r.log_state:
+        lines.append("    LOG.append(acc)")
+        lines.append(f"    SEEN[acc] = {i}")
     if r.sub is not None:
         name = f"'out{r.sub_input}'" if r.sub_input is not None else "None"
         lines.append(f"    acc = yield from s{r.sub}(pipe, acc, {name})")
@@ -202,16 +235,43 @@ def render_reactor(i: int, r: Reactor) -> list[str]:
     return lines
 
 
+def render_shared(world: World) -> list[str]:
+    """The decorator, the class of OBJ, and the partial."""
+    wrapper = "f(x) + d" if world.wrapper_variant == 0 else "f(x) + d + 1"
+    return ["def shift(d):",
+            "    def decorate(f):",
+            "        @functools.wraps(f)",
+            "        def wrapper(x):",
+            f"            return {wrapper}",
+            "        return wrapper",
+            "    return decorate", "", "",
+            "class Scaler:",
+            "    def __init__(self, factor):",
+            "        self.factor = factor",
+            "        self.calls = 0", "",
+            "    def apply(self, x):",
+            "        self.calls += 1  # state: never a dependency",
+            f"        return x * self.factor + {world.obj_const}", "", "",
+            f"OBJ = Scaler(factor={world.obj_factor})", "", "",
+            "def combine(a, x):",
+            "    return a * 2 + x", "", "",
+            f"PART = functools.partial(combine, {world.partial_arg})", "", ""]
+
+
 def render(world: World) -> str:
     lines = [f"# preamble line {n}" for n in range(world.preamble)]
     lines += ['"""Generated by tests/test_property.py."""',
+              "import functools",
               "import numpy as np",
               "from pyplant import ReactorFunc, SubreactorFunc", ""]
     for c, value in enumerate(world.consts):
         lines.append(f"K{c} = {value}")
-    lines += [f"UNUSED = {world.unused_const}", "", ""]
+    lines += [f"UNUSED = {world.unused_const}", f"LOG = [{world.state_seed}]", "SEEN = {}", "", ""]
+    lines += render_shared(world)
     for k, h in enumerate(world.helpers):
         lines += render_helper(k, h) + ["", ""]
+    registry = ", ".join(f"'h{k}': h{k}" for k in range(len(world.helpers)))
+    lines += [f"REG = {{{registry}{', ' if registry else ''}'bias': {world.reg_bias}}}", "", ""]
     for k, s in enumerate(world.subs):
         lines += render_sub(k, s) + ["", ""]
     for i, r in enumerate(world.reactors):
@@ -248,6 +308,8 @@ def helper_value(world: World, k: int, x: int) -> int:
         y = helper_value(world, h.calls, y)
     if h.const_ref is not None:
         y = y + world.consts[h.const_ref]
+    if h.deco == 2:
+        return y * 3 + h.shift + world.wrapper_variant
     return y * 3
 
 
@@ -259,7 +321,11 @@ def evaluate(world: World) -> dict[str, Any]:
         for p in r.params:
             acc += vsum(world.params[f"p{p}"])
         if r.helper is not None:
-            acc = helper_value(world, r.helper, acc)
+            acc = helper_value(world, r.helper, acc) + (world.reg_bias if r.via_registry else 0)
+        if r.use_obj:
+            acc = acc * world.obj_factor + world.obj_const
+        if r.use_partial:
+            acc = world.partial_arg * 2 + acc
         if r.sub is not None:
             s = world.subs[r.sub]
             y = acc + s.code.const
@@ -279,6 +345,9 @@ def evaluate(world: World) -> dict[str, Any]:
 def helper_identity(world: World, k: int, acc: set) -> None:
     h = world.helpers[k]
     acc.add(("helper", k, h.code.identity()))
+    if h.deco == 2:
+        acc.add(("shift", k, h.shift))
+        acc.add(("wrapper", world.wrapper_variant))
     if h.calls is not None:
         helper_identity(world, h.calls, acc)
     if h.const_ref is not None:
@@ -289,8 +358,16 @@ def code_identity(world: World, i: int) -> frozenset:
     """Everything about the code reactor i reaches that a code hash must see."""
     r = world.reactors[i]
     acc: set = {("reactor", i, r.code.identity())}
-    if r.helper is not None:
+    if r.helper is not None and r.via_registry:  # any helper in REG may be the one called
+        for k in range(len(world.helpers)):
+            helper_identity(world, k, acc)
+        acc.add(("registry bias", world.reg_bias))
+    elif r.helper is not None:
         helper_identity(world, r.helper, acc)
+    if r.use_obj:
+        acc.add(("obj", world.obj_factor, world.obj_const))
+    if r.use_partial:
+        acc.add(("partial", world.partial_arg))
     if r.sub is not None:
         s = world.subs[r.sub]
         acc.add(("sub", r.sub, s.code.identity()))
@@ -417,7 +494,7 @@ def worlds(draw) -> World:
     for k in range(n_helpers):
         calls = draw(st.none() | st.integers(0, k - 1)) if k > 0 else None
         helpers.append(Helper(calls=calls, const_ref=draw(st.none() | st.integers(0, n_consts - 1)),
-                              code=codes(draw)))
+                              code=codes(draw), deco=draw(st.integers(0, 2)), shift=draw(small)))
     maybe_helper = st.none() | st.integers(0, n_helpers - 1) if n_helpers else st.none()
     subs = [Sub(gen=draw(st.booleans()), param=draw(st.none() | st.integers(0, N_VALUE_PARAMS - 1)),
                 helper=draw(maybe_helper), code=codes(draw))
@@ -433,18 +510,23 @@ def worlds(draw) -> World:
             params=draw(st.lists(st.integers(0, N_VALUE_PARAMS - 1), unique=True, max_size=2)),
             side=draw(st.lists(st.integers(0, N_SIDE_PARAMS - 1), unique=True, max_size=1)),
             read_style=draw(st.booleans()), helper=draw(maybe_helper), sub=sub, sub_input=sub_input,
-            out_array=draw(st.booleans()), code=codes(draw)))
+            out_array=draw(st.booleans()), code=codes(draw), via_registry=draw(st.booleans()),
+            use_obj=draw(st.booleans()), use_partial=draw(st.booleans()), log_state=draw(st.booleans())))
     params = {f"p{k}": draw(value_param) for k in range(N_VALUE_PARAMS)}
     params.update({f"q{k}": draw(small) for k in range(N_SIDE_PARAMS)})
     aux = {f"q{k}" for k in range(N_SIDE_PARAMS) if draw(st.booleans())}
     return World(reactors=reactors, helpers=helpers, subs=subs,
                  consts=[draw(small) for _ in range(n_consts)], unused_const=draw(small),
-                 preamble=draw(st.integers(0, 2)), params=params, aux=aux)
+                 preamble=draw(st.integers(0, 2)), params=params, aux=aux,
+                 wrapper_variant=draw(st.integers(0, 1)), reg_bias=draw(small), obj_factor=draw(small),
+                 obj_const=draw(small), partial_arg=draw(small), state_seed=draw(small))
 
 
 EDIT_KINDS = ["reactor_const", "reactor_variant", "reactor_cosmetic", "helper_const",
               "helper_variant", "helper_cosmetic", "sub_const", "sub_variant", "sub_cosmetic", "module_const",
-              "unused_const", "preamble", "reload", "value_param", "side_param", "toggle_aux"]
+              "unused_const", "preamble", "reload", "value_param", "side_param", "toggle_aux",
+              "shift_arg", "wrapper_body", "registry_bias", "obj_attribute", "obj_method", "partial_arg",
+              "state_seed"]
 
 
 def apply_edit(draw, world: World) -> str:
@@ -485,6 +567,20 @@ def apply_edit(draw, world: World) -> str:
         return f"preamble lines -> {world.preamble}"
     if kind == "reload":
         return "same source, loaded again"
+    shifted = [k for k, h in enumerate(world.helpers) if h.deco == 2]
+    if kind == "shift_arg" and shifted:
+        k = draw(st.sampled_from(shifted))
+        world.helpers[k].shift = (world.helpers[k].shift + draw(st.integers(1, 3))) % 4
+        return f"h{k}: @shift({world.helpers[k].shift})"
+    if kind in ("shift_arg", "wrapper_body"):
+        world.wrapper_variant = 1 - world.wrapper_variant
+        return f"shift's wrapper body -> variant {world.wrapper_variant}"
+    numbers = {"registry_bias": "reg_bias", "obj_attribute": "obj_factor", "obj_method": "obj_const",
+               "partial_arg": "partial_arg", "state_seed": "state_seed"}
+    if kind in numbers:
+        attr = numbers[kind]
+        setattr(world, attr, (getattr(world, attr) + draw(st.integers(1, 3))) % 4)
+        return f"{attr} -> {getattr(world, attr)}"
     if kind == "value_param":
         p = f"p{draw(st.integers(0, N_VALUE_PARAMS - 1))}"
         new = draw(value_param)
