@@ -460,7 +460,7 @@ class _Walk:
         if kind == "fn":
             node.value = self._function_value(obj)
         elif kind == "pinned":
-            node.value = self.own_hash(obj)
+            node.value = self.own_hash(_pinned_function(obj))
         elif kind == "cls":
             node.value = self._class_value(obj)
         elif kind == "lib":
@@ -523,7 +523,7 @@ class _Walk:
         if kind == "pyfn":
             return f"pyplant:{object_label(obj)}({self.tokenizer.encode(self._bound(obj))})"
         if kind == "pinned":
-            return f"{node.label}@{self.own_hash(obj)}"
+            return f"{node.label}@{self.own_hash(_pinned_function(obj))}"
         if kind == "cls":
             self._drain()  # its methods say which attributes of its instances are state
             return node.label
@@ -571,6 +571,13 @@ class _Walk:
 def _pinned(obj: Any) -> bool:
     info = getattr(obj, "pyplant", None) if isinstance(obj, types.FunctionType) else None
     return getattr(info, "version", None) is not None
+
+
+def _pinned_function(obj: Any) -> Any:
+    """The function a version pins: the innermost one when it carries the version too (a
+    subreactor's wrapper and function both do), else the pinned object itself."""
+    inner = inspect.unwrap(obj) if hasattr(obj, "__wrapped__") else obj
+    return inner if _pinned(inner) else obj
 
 
 def _bound_objects(func: types.FunctionType) -> list:

@@ -4,8 +4,10 @@ Every hash is xxh3-128 (``xxhash``) over a canonical encoding that starts with a
 that a code hash can never equal a content hash of some bytes (as redun's ``hash_struct`` does).
 Hex digests are 32 characters.
 
-Code hashes follow the normalized source: the function's AST dumped without line numbers, and
-without docstrings. Comments, blank lines and layout never change a code hash. The per-process
+Code hashes follow the normalized source: the function's AST dumped without line numbers,
+docstrings, and the parts that run in the enclosing code (its decorators, defaults and
+annotations, which the dependency walk counts by what they produce). Comments, blank lines and
+layout never change a code hash. The per-process
 cache is keyed by the code object, so a hash is computed once per function per process. A
 second memo, persisted in the plant's LMDB, maps the bytecode fingerprint (no line numbers) to
 the normalized-source hash: a warm process, or a module loaded again from another module
@@ -113,7 +115,7 @@ def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | No
         return digest("bytecode", fingerprint)
     # Equal bytecode (names, constants, nested code; no line numbers) means equal behaviour,
     # so it keys the memo of normalized-source hashes: a warm process reads no source at all.
-    memo_key = digest("code-memo", fingerprint)
+    memo_key = digest("code-memo-2", fingerprint)  # -2: decorators left out (_normalized_dump)
     cached = _text_cache.get(memo_key)
     if cached is None and memo is not None:
         cached = memo.get(memo_key)
@@ -173,6 +175,14 @@ def _getsource(func: Callable) -> str | None:
 
 
 def _normalized_dump(tree: ast.AST) -> str:
+    """The AST without docstrings, and without what of the function itself runs in the
+    enclosing code rather than in the function: decorators, default values, annotations. Its
+    bytecode never holds them, so keeping them would give equal bytecode (the memo's key) two
+    hashes, as ``@lru_cache def f(x=1)`` and ``def f(x=2)`` would; the dependency walk counts
+    what they make instead (the wrapper and ``__wrapped__``, ``__defaults__``)."""
+    outer = getattr(tree, "body", None)
+    if outer and isinstance(outer[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+        _strip_enclosing_parts(outer[0])
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
             body = node.body
@@ -180,6 +190,17 @@ def _normalized_dump(tree: ast.AST) -> str:
                     and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def _strip_enclosing_parts(func: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    func.decorator_list = []
+    func.returns = None
+    args = func.args
+    args.defaults = []
+    args.kw_defaults = [None] * len(args.kw_defaults)
+    for arg in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+        if arg is not None:
+            arg.annotation = None
 
 
 _fingerprints: dict[int, tuple[types.CodeType, bytes]] = {}
@@ -235,14 +256,25 @@ def stable_token(value: Any, code_hasher: Callable[[Callable], str] = code_hash)
     """
     from .tokens import Tokenizer  # tokens.py builds on this module
 
-    return Tokenizer(lambda obj: _code_text(obj, code_hasher)).token(value)
+    tokenizer = Tokenizer(lambda obj: _code_text(obj, code_hasher, tokenizer))
+    return tokenizer.token(value)
 
 
-def _code_text(obj: Any, code_hasher: Callable[[Callable], str]) -> str:
+def _code_text(obj: Any, code_hasher: Callable[[Callable], str], tokenizer: Any) -> str:
     if isinstance(obj, types.ModuleType):
         return f"module:{obj.__name__}"
     if isinstance(obj, (types.FunctionType, type)):
-        return f"code:{code_hasher(obj)}"
+        text = f"code:{code_hasher(obj)}"
+        if code_hasher is code_hash and isinstance(obj, types.FunctionType):
+            # the plain code hash is the function's own code: add the values bound to it
+            cells = {}
+            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
+                try:
+                    cells[name] = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+            text += tokenizer.encode((obj.__defaults__, obj.__kwdefaults__, cells))
+        return text
     return f"builtin:{_qualified_name(obj)}"
 
 
