@@ -9,7 +9,8 @@ One encoder serves config values (``hashing.stable_token``) and the data that co
   ``{'b': 2, 'a': 1}``); a container that holds itself encodes the back reference
   (``cycle:k``, k levels up) instead of recursing;
 * arrays by content (``array_hash``), pandas objects by ``hash_pandas_object`` plus dtypes and
-  names, NumPy scalars by dtype and bytes;
+  names, NumPy scalars by dtype and bytes; arrays mapped from a file (``np.load(mmap_mode=...)``,
+  received ingredients) and HDF5 datasets by the file's identity, size and modification time;
 * code (functions, classes, modules, builtins) through the ``code`` callback: the config
   encoder asks for a hash of all the code a callable reaches, the dependency walk for a label;
 * bound methods, partials, ``staticmethod``/``classmethod``/``property`` and wrappers with
@@ -30,6 +31,7 @@ import functools
 import os
 import sys
 import types
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -174,10 +176,21 @@ class Tokenizer:
             return f"range({value.start},{value.stop},{value.step})"
         if kind is slice:
             return f"slice({enc(value.start)},{enc(value.stop)},{enc(value.step)})"
+        if isinstance(value, types.MappingProxyType):
+            return f"mappingproxy{self._encode_dict(dict(value))}"
+        if kind is memoryview:
+            return f"memoryview:{value.format}:{value.shape}:{hashing.bytes_hash(value.tobytes())}"
+        if kind is types.CodeType:
+            return f"codeobject:{hashing.bytes_hash(hashing.code_fingerprint(value))}"
         if _is_resource(value):
             return f"resource:{_qualname(kind)}"
-        if (kind.__module__ or "").split(".")[0] == "pandas":
+        package = (kind.__module__ or "").split(".")[0]
+        if package == "pandas":
             text = self._encode_pandas(value)
+            if text is not None:
+                return text
+        if package == "h5py":
+            text = _encode_hdf(value)
             if text is not None:
                 return text
         if _pickles_by_attributes(kind) and (kind.__dictoffset__ or _slot_names(kind)):
@@ -218,7 +231,9 @@ class Tokenizer:
     def _encode_reduced(self, value: Any) -> str:
         """By the parts pickle would store: ``Path``, ``datetime``, ``Decimal``, generators..."""
         try:
-            reduced = value.__reduce_ex__(4)
+            with warnings.catch_warnings():  # a library deprecating its pickling is not our news
+                warnings.simplefilter("ignore")
+                reduced = value.__reduce_ex__(4)
         except Exception:
             reduced = None
         if isinstance(reduced, str):  # a global, pickled by name
@@ -279,6 +294,25 @@ def _mapped_file(arr: np.ndarray) -> str | None:
     offset = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0] + base.offset
     return (f"mmap:{os.path.realpath(base.filename)}:{stat.st_size}:{stat.st_mtime_ns}:{arr.dtype.str}:"
             f"{arr.shape}:{arr.strides}:{offset}")
+
+
+def _encode_hdf(value: Any) -> str | None:
+    """An HDF5 dataset or group by its file's identity and its name (its content lives in the
+    file: hashing it would read it all); a file handle is a resource."""
+    import h5py  # only when the value is an h5py object
+
+    if isinstance(value, h5py.File):
+        return "resource:h5py.File"
+    if not isinstance(value, (h5py.Dataset, h5py.Group)) or not value.id.valid:
+        return None
+    path = value.file.filename
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"hdf:{path}:missing:{value.name}"
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    return f"hdf:{os.path.realpath(path)}:{stat.st_size}:{stat.st_mtime_ns}:{value.name}:{shape}:{dtype}"
 
 
 def _encode_int(value: int) -> str:

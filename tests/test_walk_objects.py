@@ -322,3 +322,26 @@ def produce(pipe):
         module.POOL.shutdown()
     assert not [r for r in caplog.records if "not tracked" in r.getMessage()]
     assert "const:walk_resources.SCALE" in labels
+
+
+def test_memory_mapped_array_constant_counts_by_its_file(tmp_path):
+    """W = np.load('w.npy', mmap_mode='r'): known by the file's identity, size and time (not
+    read to be hashed); rewriting the file re-runs its reader."""
+    import numpy as np
+
+    np.save(tmp_path / "w.npy", np.arange(4.0))
+    scenario = Scenario(tmp_path, '''
+    from pathlib import Path
+    import numpy as np
+
+    W = np.load(Path(__file__).with_name("w.npy"), mmap_mode="r")
+
+    def compute(v):
+        return float(W.sum() * v)
+    ''')
+    first = scenario.run()
+    assert scenario.run()["started"] == ["target"]
+    np.save(tmp_path / "w.npy", np.arange(5.0))
+    edited = scenario.run()
+    assert sorted(edited["started"]) == ["produce", "target"]
+    assert edited["result"] != first["result"] and edited["result"] == scenario.from_scratch()["result"]
