@@ -49,14 +49,16 @@ from .pipework import Pipework, ReceiveRequest
 from .reactor import SubreactorCall, start_generator, subreactor_function
 from .running import active_run
 from .warehouse import Stored, Trace, Version
+from .warehouse.metadata import code_digest, trace_index_key
 
 if TYPE_CHECKING:
     from .plant import Plant
 
 
 
-# Older traces than this are not tried (config values switched back more than 64 times ago).
-MAX_TRACES_CHECKED = 64
+# 'Why it re-ran' compares with this many recent traces, and names at most this many differences.
+EXPLAIN_TRACES = 16
+MAX_REASONS = 6
 
 
 class Status(enum.Enum):
@@ -78,6 +80,7 @@ class Node:
     trace_index: int = 0
     input_index: int = 0
     trace: Trace | None = None       # the settled trace (CACHED or RAN)
+    latest_trace: str | None = None  # id of the reactor's most recent trace when checked
     reason: str | None = None        # why it ran
     forced: bool = False             # ran because forced, itself or upstream
     wanted_by: str | None = None     # "ingredient 'x' of reactor 'r'" when started by discovery
@@ -187,6 +190,7 @@ class Scheduler:
         self.touched: set[tuple] = set()  # version keys this run used; the rest leaves memory
         self.code_hashes: dict[str, str | None] = {}
         self.code_maps: dict[str, dict[str, str]] = {}
+        self.code_digests: dict[str, str] = {}  # {reactor: code_digest of its code map}
         self.mapper = plant._code_mapper()
         self.config_tokens: dict[str, str] = {}
         self.static_io: dict[str, static.StaticIO] = {}   # {reactor: names in its source}
@@ -227,10 +231,20 @@ class Scheduler:
 
     def _read_sources(self) -> None:
         """Static sends and receives of every reactor; two literal senders of one name are
-        refused before any work (``DuplicateProducerError``)."""
+        refused before any work (``DuplicateProducerError``). The sends of a reactor follow
+        from the sources its code map covers, so they are memoized under its code digest."""
+        memo_keys = {n.name: hashing.digest("static-io", self._code_digest(n))
+                     for n in self.order if self._source_derived(n)}
+        known = static.decode_many(self.meta.get_many(list(memo_keys.values())))
         scope = self.plant.codeScope
-        reached = {n.name: static.reached_functions(n.func, scope.is_user_module) for n in self.order}
+        reached = {n.name: static.reached_functions(n.func, scope.is_user_module)
+                   for n in self.order if memo_keys.get(n.name) not in known}
         self.static_io = static.reactor_ios(reached, self.meta)
+        for name, key in memo_keys.items():
+            if key in known:
+                self.static_io[name] = known[key]
+            else:
+                self.meta.put(key, static.encode(self.static_io[name]))
         for node in self.order:
             for name in self.static_io[node.name].sends:
                 self.senders.setdefault(name, []).append(node)
@@ -285,10 +299,26 @@ class Scheduler:
 
     def _push(self, node: Node) -> None:
         node.status = Status.CHECKING
-        node.trace_ids = self.meta.trace_ids(node.name)[:MAX_TRACES_CHECKED]
+        node.trace_ids = self._candidate_traces(node)
         node.trace_index = node.input_index = 0
         node.checking = None
         self.stack.append(node)
+
+    def _candidate_traces(self, node: Node) -> list[str]:
+        """Ids of the traces whose code and config equal the current ones, most recently used
+        first, found through the trace index (one lookup per set of parameters the reactor
+        has read), so a return to any stored config costs no scan of older traces."""
+        config = self.plant.config
+        code = self._code_digest(node)
+
+        def key_of(params: tuple[str, ...]) -> str | None:
+            if not all(config.has(p) and not config.is_auxiliary(p) for p in params):
+                return None  # an auxiliary or removed parameter: not found by key
+            tokens = {p: self.config_token(p, config.peek(p), node.name) for p in params}
+            return trace_index_key(code, tokens)
+
+        found, node.latest_trace = self.meta.candidate_traces(node.name, key_of)
+        return found
 
     def _advance(self, node: Node) -> Need | None:
         if node.status is Status.CHECKING:
@@ -322,13 +352,13 @@ class Scheduler:
             if trace is None or trace.trace_id != node.trace_ids[node.trace_index]:
                 trace = node.checking = self.meta.trace(node.name, node.trace_ids[node.trace_index])
                 if trace is None:  # unreadable: skip it
-                    self._next_trace(node, "its trace was unreadable")
+                    self._next_trace(node, None)
                     continue
             if node.input_index == 0:
                 mismatch = self._code_mismatch(node, trace) or self._config_mismatch(trace) \
                     or self._external_mismatch(trace)
                 if mismatch:
-                    self._next_trace(node, mismatch)
+                    self._next_trace(node, None)  # explained by _why_stale if nothing matches
                     continue
             inputs = list(trace.inputs.items())
             while node.input_index < len(inputs):
@@ -347,7 +377,7 @@ class Scheduler:
                 return None
             self._next_trace(node, f"input '{ingredient}' changed" if state else
                              f"input '{ingredient}' is no longer produced")
-        self._start_running(node, node.reason or self.meta.invalidated(node.name) or "no trace yet")
+        self._start_running(node, node.reason or self._why_stale(node))
         return self._advance_run(node)
 
     def _run_forced(self, node: Node, reason: str) -> Need | None:
@@ -355,9 +385,11 @@ class Scheduler:
         self._start_running(node, reason)
         return self._advance_run(node)
 
-    def _next_trace(self, node: Node, reason: str) -> None:
-        if node.trace_index == 0:
-            node.reason = reason  # the most recent trace explains the re-run
+    def _next_trace(self, node: Node, reason: str | None) -> None:
+        """Try the next candidate; ``reason`` is why this one failed on its inputs (its code
+        and config matched, so it explains the re-run best)."""
+        if reason is not None and node.reason is None:
+            node.reason = reason
         node.trace_index += 1
         node.input_index = 0
 
@@ -369,14 +401,18 @@ class Scheduler:
         return next((p for p in self._producer_candidates(ingredient) if p.status is Status.NEW), None)
 
     def _code_mismatch(self, node: Node, trace: Trace) -> str | None:
+        return next(iter(self._code_differences(node, trace)), None)
+
+    def _code_differences(self, node: Node, trace: Trace) -> list[str]:
         current = self._code_map(node)
+        found = []
         for label, recorded in trace.code.items():
             now = self._subreactor_hash(label) if label.startswith("sub:") else current.get(label)
             if now != recorded:
-                return code_change_reason(node.name, label, recorded, now)
-        for label in current.keys() - trace.code.keys():
-            return code_change_reason(node.name, label, None, current[label])
-        return None
+                found.append(code_change_reason(node.name, label, recorded, now))
+        for label in sorted(current.keys() - trace.code.keys()):
+            found.append(code_change_reason(node.name, label, None, current[label]))
+        return found
 
     def _code_map(self, node: Node) -> dict[str, str]:
         """{label: hash} of the reactor's code and all user code it reaches (dependencies.py).
@@ -385,6 +421,18 @@ class Scheduler:
             self.code_maps = self.mapper.code_maps({n.name: n.func for n in self.order})
         return self.code_maps[node.name]
 
+    def _code_digest(self, node: Node) -> str:
+        digest = self.code_digests.get(node.name)
+        if digest is None:
+            digest = self.code_digests[node.name] = code_digest(self._code_map(node))
+        return digest
+
+    def _source_derived(self, node: Node) -> bool:
+        """True when the code map follows the source (no functionHash, no pinned version), so
+        facts read from the source can be memoized by it."""
+        info = getattr(node.func, "pyplant", None)
+        return self.plant.functionHash is None and (info is None or info.version is None)
+
     def _subreactor_hash(self, label: str) -> str | None:
         if label not in self.code_hashes:
             func = subreactor_function(label[4:])
@@ -392,32 +440,62 @@ class Scheduler:
         return self.code_hashes[label]
 
     def _config_mismatch(self, trace: Trace) -> str | None:
+        return next(iter(self._config_differences(trace)), None)
+
+    def _config_differences(self, trace: Trace) -> list[str]:
         config = self.plant.config
+        found = []
         for param, (token, shown) in trace.config.items():
             if config.is_auxiliary(param):
                 continue
             if not config.has(param):
-                return f"config parameter '{param}' was removed"
+                found.append(f"config parameter '{param}' was removed")
+                continue
             value = config.peek(param)
             if self.config_token(param, value, trace.reactor) != token:
-                return f"config parameter '{param}' changed from {shown} to {hashing.short_repr(value)}"
-        return None
+                found.append(f"config parameter '{param}' changed from {shown} to {hashing.short_repr(value)}")
+        return found
 
     def _external_mismatch(self, trace: Trace) -> str | None:
-        """Why the files, directories or environment variables the trace read differ now."""
-        for variable, value in trace.env.items():
-            if os.environ.get(variable) != value:
-                return f"environment variable {variable} changed"
+        return next(iter(self._external_differences(trace)), None)
+
+    def _external_differences(self, trace: Trace) -> list[str]:
+        """How the files, directories or environment variables the trace read differ now."""
+        found = [f"environment variable {variable} changed"
+                 for variable, value in trace.env.items() if os.environ.get(variable) != value]
         hashes = self.plant._file_hashes
         for path, digest in trace.files.items():
             now = hashes.digest(path)
             if now != digest:
                 shown = tracking.display_path(path)
-                return f"input file {shown} is gone" if now is None else f"input file {shown} changed"
+                found.append(f"input file {shown} is gone" if now is None else f"input file {shown} changed")
         for path, digest in trace.dirs.items():
             if tracking.listing_hash(path) != digest:
-                return f"directory listing of {tracking.display_path(path)} changed"
-        return None
+                found.append(f"directory listing of {tracking.display_path(path)} changed")
+        return found
+
+    def _input_differences(self, trace: Trace) -> list[str]:
+        """Inputs whose producers are settled this session and whose content differs."""
+        found = []
+        for ingredient, content_hash in trace.inputs.items():
+            entry = self.available.get(ingredient)
+            if entry is not None and entry[0].content_hash != content_hash:
+                found.append(f"input '{ingredient}' changed")
+        return found
+
+    def _why_stale(self, node: Node) -> str:
+        """Every difference against the closest of the reactor's recent traces: the one with
+        the fewest (code, config, files and variables, settled inputs)."""
+        best: list[str] | None = None
+        for trace in self.meta.traces(node.name, limit=EXPLAIN_TRACES):
+            found = (self._code_differences(node, trace) + self._config_differences(trace)
+                     + self._external_differences(trace) + self._input_differences(trace))
+            if found and (best is None or len(found) < len(best)):
+                best = found
+        if best is None:
+            return self.meta.invalidated(node.name) or "no trace yet"
+        shown = best[:MAX_REASONS] + ([f"and {len(best) - MAX_REASONS} more"] if len(best) > MAX_REASONS else [])
+        return "; ".join(shown)
 
     def config_token(self, param: str, value: Any, reactor: str | None = None) -> str:
         token = self.config_tokens.get(param)
@@ -432,7 +510,7 @@ class Scheduler:
 
     def _settle_cached(self, node: Node, trace: Trace) -> None:
         node.status, node.trace = Status.CACHED, trace
-        if node.trace_index > 0:  # an older trace matched again: make it the latest
+        if trace.trace_id != node.latest_trace:  # an older trace matched again: make it the latest
             self.meta.promote_trace(node.name, trace)
         for name, version in trace.outputs.items():
             self.available[name] = (version, node)

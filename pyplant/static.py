@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
-import json
 import types
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -70,7 +69,7 @@ def function_ios(functions: Iterable[Callable], memo: Any = None) -> dict[int, S
         if io is None:
             io = _scan(func)
             if memo is not None:
-                memo.put(key, _encode(io))
+                memo.put(key, encode(io))
         _cache[key] = result[ident] = io
     return result
 
@@ -110,16 +109,27 @@ def _literal_name(call: ast.Call) -> str | None:
     return None
 
 
-def _encode(io: StaticIO) -> str:
-    return json.dumps([sorted(io.sends), sorted(io.receives), io.dynamic])
+_FIELD, _ITEM = "\x1e", "\x1f"
+
+
+def encode(io: StaticIO) -> str:
+    """A StaticIO as the text stored in the code memo (separators no name can hold)."""
+    return _FIELD.join([_ITEM.join(sorted(io.sends)), _ITEM.join(sorted(io.receives)),
+                        "1" if io.dynamic else "0"])
+
+
+def decode_many(found: dict[str, str]) -> dict[str, StaticIO]:
+    """{key: StaticIO} of memo entries; damaged entries are left out (scanned again)."""
+    decoded = {key: _decode(raw) for key, raw in found.items()}
+    return {key: io for key, io in decoded.items() if io is not None}
 
 
 def _decode(raw: str) -> StaticIO | None:
-    try:
-        sends, receives, dynamic = json.loads(raw)
-        return StaticIO(frozenset(sends), frozenset(receives), bool(dynamic))
-    except (ValueError, TypeError):
+    parts = raw.split(_FIELD)
+    if len(parts) != 3 or parts[2] not in ("0", "1"):
         return None
+    sends, receives = ((frozenset(p.split(_ITEM)) if p else frozenset()) for p in parts[:2])
+    return StaticIO(sends, receives, parts[2] == "1")
 
 
 def reactor_ios(reached: dict[str, list[Callable]], memo: Any = None) -> dict[str, StaticIO]:

@@ -418,3 +418,44 @@ def test_gc_never_deletes_what_a_live_plant_in_another_process_holds(gc_runs):
     held = result_of(subprocess.CompletedProcess(holder.args, holder.returncode, out, err))
     assert held["started"] == ["target"]
     assert gc_runs("A") == ["target"]  # A's trace was kept with its held blob
+
+
+# --- finding traces again, explaining with every difference ---------------------------------
+
+def test_return_to_a_config_more_than_64_runs_old_is_a_cache_hit(open_plant):
+    """A sweep visits 80 points; going back to the first finds its trace (trace index)."""
+    load, step, target = pipeline()
+    plant, events = open_plant({"x": 0}, [load, step, target])
+    for x in range(80):
+        plant.set_config({"x": x})
+        plant.run_reactor(target)
+    plant.set_config({"x": 0})
+    events.log.clear()
+    plant.run_reactor(target)
+    assert events.started == ["target"]
+    assert plant.explain("load") == "up to date"
+
+
+def test_explain_names_every_difference_against_the_closest_trace(open_plant):
+    """C changed and max_iter changed: both are named, not only the first."""
+
+    @ReactorFunc
+    def train(pipe, config):
+        pipe.send("model", (config.C, config.max_iter))
+
+    @ReactorFunc
+    def report(pipe):
+        pipe.send("out", (yield pipe.receive("model")))
+
+    plant, _ = open_plant({"C": 0.1, "max_iter": 100, "other": 1}, [train, report])
+    plant.run_reactor(report)
+    plant.set_config({"C": 1.0, "max_iter": 100, "other": 1})
+    plant.run_reactor(report)
+    plant.set_config({"C": 1.0, "max_iter": 200, "other": 1})  # closest: the C=1.0 trace
+    plant.run_reactor(report)
+    assert plant.explain("train") == "config parameter 'max_iter' changed from 100 to 200"
+    plant.set_config({"C": 0.5, "max_iter": 300, "other": 1})
+    plant.run_reactor(report)
+    reason = plant.explain("train")
+    assert reason == ("config parameter 'C' changed from 1.0 to 0.5; "
+                      "config parameter 'max_iter' changed from 200 to 300")

@@ -9,6 +9,9 @@ Layout of the environment ``<plantDir>/meta.lmdb`` (values are pickled dicts, pr
     history      {"%020.6f-pid-n" start time: {"reactor", "started", "duration", "reason"}}
     codememo     {raw source digest: code hash}     so a warm process parses no unchanged code
     filehash     {real path: (dev, inode, size, mtime_ns, hashed_at, hash)}  input files (tracking.py)
+    traceindex   {reactor + "\\0" + index key: [trace_id, ...]}  traces by what they are checked on
+                 (code map and config tokens, ``trace_index_key``); the reactor record lists the
+                 sets of parameters its traces read ("shapes"), so a lookup needs no scan
     leases       {lease id: {"pid", "started", "held": [location, ...]}}   live plants, for GC
 
 One write transaction commits everything a finished reactor leaves, so a reader (another
@@ -33,10 +36,17 @@ from typing import Any, Iterator
 
 import lmdb
 
+from .. import hashing
+
 logger = logging.getLogger(__name__)
 
+# Traces tried one by one when the index cannot answer (older directories, auxiliary params),
+# and the number below which trying them all is cheaper than computing index keys.
+SCAN_TRACES = 64
+FEW_TRACES = 4
 _MAP_SIZE = 1 << 40  # address space only; the file grows with the data
-_DBS = (b"reactors", b"traces", b"ingredients", b"history", b"codememo", b"leases", b"filehash")
+_DBS = (b"reactors", b"traces", b"ingredients", b"history", b"codememo", b"leases", b"filehash",
+        b"traceindex")
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,26 @@ class Trace:
         rec = dict(rec)
         rec["outputs"] = {k: Version.from_record(v) for k, v in rec["outputs"].items()}
         return cls(**rec)
+
+
+def code_digest(code: dict[str, str]) -> str:
+    """One hash of a code map, without subreactor labels (known only after a run)."""
+    return hashing.combine("code-map", [(k, v) for k, v in code.items() if not k.startswith("sub:")])
+
+
+def trace_index_key(code_map_digest: str, config_tokens: dict[str, str]) -> str:
+    """What a trace is looked up by: the digest of its code map (``code_digest``) and the
+    tokens of the config parameters it read. Equal keys: code and config verify."""
+    return hashing.combine("trace-index", [("code", code_map_digest)]
+                           + [("config", p, t) for p, t in config_tokens.items()])
+
+
+def _index_key_of(trace: Trace) -> str:
+    return trace_index_key(code_digest(trace.code), {p: t for p, (t, _) in trace.config.items()})
+
+
+def _shape_of(trace: Trace) -> tuple[str, ...]:
+    return tuple(sorted(trace.config))
 
 
 @dataclass
@@ -312,7 +342,7 @@ class MetadataStore:
         key = f"{trace.reactor}\0{trace.trace_id}".encode()
         with self._write() as txn:
             txn.put(key, _dump(trace.to_record()), db=self._db(b"traces"))
-            self._promote(txn, trace.reactor, trace.trace_id)
+            self._promote(txn, trace.reactor, trace.trace_id, trace)
             for name in trace.outputs:
                 txn.put(name.encode(), _dump({"producer": trace.reactor}), db=self._db(b"ingredients"))
             stamp = f"{history['started']:020.6f}-{os.getpid()}-{time.perf_counter_ns()}"
@@ -322,13 +352,14 @@ class MetadataStore:
     def promote_trace(self, reactor: str, trace: Trace) -> None:
         """Make an older trace the most recent one (a config switched back: A -> B -> A)."""
         with self._write() as txn:
-            self._promote(txn, reactor, trace.trace_id)
+            self._promote(txn, reactor, trace.trace_id, trace)
             for name in trace.outputs:
                 txn.put(name.encode(), _dump({"producer": reactor}), db=self._db(b"ingredients"))
 
     def forget_trace(self, reactor: str, trace_id: str) -> None:
         """Drop a trace whose versions turned out missing or corrupted."""
         with self._write() as txn:
+            self._unindex(txn, reactor, {trace_id})
             rec = txn.get(reactor.encode(), db=self._db(b"reactors"))
             if rec is not None:
                 rec = pickle.loads(rec)
@@ -337,14 +368,74 @@ class MetadataStore:
                 txn.put(reactor.encode(), _dump(rec), db=self._db(b"reactors"))
             txn.delete(f"{reactor}\0{trace_id}".encode(), db=self._db(b"traces"))
 
-    def _promote(self, txn: lmdb.Transaction, reactor: str, trace_id: str) -> None:
+    def _promote(self, txn: lmdb.Transaction, reactor: str, trace_id: str, trace: Trace) -> None:
+        """Make ``trace`` the most recent of its reactor, in the reactor record and the index."""
         raw = txn.get(reactor.encode(), db=self._db(b"reactors"))
-        rec = pickle.loads(raw) if raw is not None else {"traces": []}
+        rec = pickle.loads(raw) if raw is not None else {"traces": [], "shapes": []}
         used = rec.get("used", {})
         used[trace_id] = time.time()
         ids = [trace_id] + [t for t in rec["traces"] if t != trace_id]
+        if "shapes" not in rec:  # written before the index existed: index its traces once
+            rec["shapes"] = []
+            for old in reversed(rec["traces"]):
+                raw = txn.get(f"{reactor}\0{old}".encode(), db=self._db(b"traces"))
+                old_trace = _decode_trace(raw, reactor) if raw is not None else None
+                if old_trace is not None:
+                    self._index(txn, old_trace, rec["shapes"])
+        self._index(txn, trace, rec["shapes"])
         # a new latest trace: an earlier invalidation no longer explains anything
-        txn.put(reactor.encode(), _dump({"traces": ids, "used": used}), db=self._db(b"reactors"))
+        txn.put(reactor.encode(), _dump({"traces": ids, "used": used, "shapes": rec["shapes"]}),
+                db=self._db(b"reactors"))
+
+    def _index(self, txn: lmdb.Transaction, trace: Trace, shapes: list[list[str]]) -> None:
+        """Put ``trace`` first under its index key; note its set of parameters in ``shapes``."""
+        if list(_shape_of(trace)) not in shapes:
+            shapes.append(list(_shape_of(trace)))
+        index_key = f"{trace.reactor}\0{_index_key_of(trace)}".encode()
+        raw = txn.get(index_key, db=self._db(b"traceindex"))
+        listed = pickle.loads(raw) if raw is not None else []
+        txn.put(index_key, _dump([trace.trace_id] + [t for t in listed if t != trace.trace_id]),
+                db=self._db(b"traceindex"))
+
+    def _unindex(self, txn: lmdb.Transaction, reactor: str, trace_ids: set[str]) -> None:
+        """Remove forgotten traces from the index (their records must still be readable)."""
+        for tid in trace_ids:
+            raw = txn.get(f"{reactor}\0{tid}".encode(), db=self._db(b"traces"))
+            trace = _decode_trace(raw, reactor) if raw is not None else None
+            if trace is None:
+                continue
+            index_key = f"{reactor}\0{_index_key_of(trace)}".encode()
+            raw = txn.get(index_key, db=self._db(b"traceindex"))
+            if raw is not None:
+                left = [t for t in pickle.loads(raw) if t != tid]
+                if left:
+                    txn.put(index_key, _dump(left), db=self._db(b"traceindex"))
+                else:
+                    txn.delete(index_key, db=self._db(b"traceindex"))
+
+    def candidate_traces(self, reactor: str, key_of: Any) -> tuple[list[str], str | None]:
+        """``(trace ids, latest trace id)``: the ids found in the index, most recently used
+        first, or the most recent ids (at most ``scan``) for a reactor whose traces predate the
+        index. ``key_of(params) -> str | None`` gives the index key for one set of parameters
+        (None: it cannot be looked up now, e.g. a parameter became auxiliary)."""
+        with self.env.begin(buffers=True) as txn:
+            raw = txn.get(reactor.encode(), db=self._db(b"reactors"))
+            if raw is None:
+                return [], None
+            rec = pickle.loads(raw)
+            latest = rec["traces"][0] if rec["traces"] else None
+            if "shapes" not in rec or len(rec["traces"]) <= FEW_TRACES:
+                return rec["traces"][:SCAN_TRACES], latest  # few: checking them is cheaper
+            found: list[str] = []
+            for params in rec["shapes"]:
+                key = key_of(tuple(params))
+                if key is None:  # check the recent traces one by one
+                    return rec["traces"][:SCAN_TRACES], latest
+                listed = txn.get(f"{reactor}\0{key}".encode(), db=self._db(b"traceindex"))
+                if listed is not None:
+                    found.extend(pickle.loads(listed))
+        used = rec.get("used", {})
+        return sorted(set(found), key=lambda t: -used.get(t, 0.0)), latest
 
     def mark_invalidated(self, reactor: str, reason: str) -> None:
         """Remember why a reactor's traces were forgotten, for 'why it re-ran'."""
@@ -375,6 +466,7 @@ class MetadataStore:
             raw = txn.get(reactor.encode(), db=self._db(b"reactors"))
             if raw is None:
                 return
+            self._unindex(txn, reactor, trace_ids)
             rec = pickle.loads(raw)
             rec["traces"] = [t for t in rec["traces"] if t not in trace_ids]
             rec["used"] = {t: u for t, u in rec.get("used", {}).items() if t not in trace_ids}
