@@ -43,6 +43,7 @@ object is hashed and analysed once; per session, each value is tokenized once.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import importlib.metadata
 import importlib.util
@@ -104,13 +105,21 @@ class CodeScope:
     def is_user_function(self, func: types.FunctionType) -> bool:
         """By the module of its globals; code run with made-up globals (``exec``) by its file."""
         module = func.__globals__.get("__name__")
+        known = _user_modules.get((self, module))
+        if known is not None:
+            return known
         if module == "__main__" or module in sys.modules:
-            return self.is_user_module(module)
+            result = self.is_user_module(module)
+            _user_modules[(self, module)] = result
+            return result
         top = (module or "").split(".")[0]
         if top == _SELF or top in self.library:
             return False
         filename = func.__code__.co_filename
         return filename.startswith("<") or not os.path.realpath(filename).startswith(_library_roots())
+
+
+_user_modules: dict[tuple[CodeScope, str | None], bool] = {}  # imported modules: they stay put
 
 
 @functools.lru_cache(maxsize=4096)
@@ -204,7 +213,15 @@ class CodeMapper:
         Call it before any reactor runs: state is left out by what the code does, constants
         are taken as they are at that time.
         """
-        return _Walk(self.own_hash, self.scope).maps(funcs)
+        # The walk keeps a node per object it reaches until the maps are done; the cyclic
+        # collector would scan them over and over (a full pass every few hundred reactors).
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return _Walk(self.own_hash, self.scope).maps(funcs)
+        finally:
+            if paused:
+                gc.enable()
 
 
 # --- the walk --------------------------------------------------------------------------------
@@ -234,11 +251,14 @@ class _Node:
         self.kind = kind
         self.label = label
         self.edges: list[tuple[str | None, "_Node", Any]] = []  # (binding label, target, object)
-        self.values: list[str | None] = []                        # token of each binding
-        self.found: list["_Node"] = []                           # code met while tokenizing
+        self.values: list[str | None] = _NONE                     # token of each binding
+        self.found: list["_Node"] = _NONE                         # code met while tokenizing
         self.value: str | None = None
         self.valued = False
         self.expanded = False
+
+
+_NONE: list = []  # shared and never appended to: most nodes find nothing
 
 
 class _Walk:
@@ -301,12 +321,10 @@ class _Walk:
             inner = inspect.unwrap(obj) if hasattr(obj, "__wrapped__") else obj
             return "pinned", f"fn:{object_label(inner)}"
         if isinstance(obj, types.FunctionType):
-            module = obj.__globals__.get("__name__") or obj.__module__ or ""
-            if module.split(".")[0] == _SELF:
-                return "pyfn", None
             if self.scope.is_user_function(obj):
                 return "fn", f"fn:{function_label(obj)}"
-            return "lib", module
+            module = obj.__globals__.get("__name__") or obj.__module__ or ""
+            return ("pyfn", None) if module.split(".")[0] == _SELF else ("lib", module)
         if isinstance(obj, type):
             if (obj.__module__ or "").split(".")[0] == _SELF:
                 return "ignore", None
@@ -457,6 +475,7 @@ class _Walk:
         tokenizer = self.tokenizer
         start = len(tokenizer.found)
         kind, obj = node.kind, node.obj
+        node.found = _NONE
         if kind == "fn":
             node.value = self._function_value(obj)
         elif kind == "pinned":
@@ -469,11 +488,13 @@ class _Walk:
             node.value = tokenizer.token(self._bound(obj))
         elif kind == "data":
             node.value = tokenizer.token(obj)
-        node.found = tokenizer.found[start:]
-        # the code met in a binding's value is found again when its own node is valued
-        node.values = [tokenizer.token(value) if label is not None else None
-                       for label, _, value in node.edges]
-        del tokenizer.found[start:]
+        if len(tokenizer.found) > start:
+            node.found = tokenizer.found[start:]
+            del tokenizer.found[start:]
+        if node.edges:  # the code met in a binding's value is found when its own node is valued
+            node.values = [tokenizer.token(value) if label is not None else None
+                           for label, _, value in node.edges]
+            del tokenizer.found[start:]
         node.valued = True
 
     def _function_value(self, func: types.FunctionType) -> str:
@@ -540,6 +561,8 @@ class _Walk:
     # --- the map of one reactor ---
 
     def _assemble(self, reactor: str, root: _Node, extras: list[_Node]) -> dict[str, str]:
+        if not (extras or root.edges or root.found):  # reaches nothing: a chain's reactor
+            return {"reactor": root.value or ""}
         values: dict[str, set[str]] = {}
         seen: set[int] = set()
         top = root.label or "reactor"
