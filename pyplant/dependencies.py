@@ -394,6 +394,7 @@ class _Walk:
             module = self._import(name, level, namespace)
             if isinstance(module, types.ModuleType):
                 self._edge(node, module, None)
+                modules.append(module)  # `from .sub import f`, `from pkg import f`
                 modules.extend(_imported_modules(name, level, namespace))
             elif module is not None:  # a library not imported yet: by its name
                 node.edges.append((None, self._lib(module), None))

@@ -412,3 +412,38 @@ def test_user_module_in_closure_cell_is_followed(tmp_path, monkeypatch):
         assert "fn:closure_helpers.compute" in code_map
     finally:
         _sys.modules.pop("closure_helpers", None)
+
+
+RELATIVE_PIPELINE = '''
+from pkg import stage
+
+@ReactorFunc
+def produce(pipe):
+    pipe.send("x", stage.run(3))
+
+@ReactorFunc
+def target(pipe):
+    x = yield pipe.receive("x")
+    RESULT["x"] = x
+
+plant = open_plant()
+plant.add_reactors(target, produce)
+plant.run_reactor(target)
+plant.shutdown()
+report()
+'''
+
+
+def test_relative_import_inside_a_body_is_followed(tmp_path):
+    """`from .tools import scale` inside a function of a package: tools.scale is followed."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tools.py").write_text("def scale(v):\n    return v * 2\n")
+    (package / "stage.py").write_text("def run(v):\n    from .tools import scale\n    return scale(v)\n")
+    script = write_script(tmp_path / "pipeline.py", RELATIVE_PIPELINE)
+    assert result_of(run_script(script, tmp_path / "plant"))["result"]["x"] == 6
+    assert result_of(run_script(script, tmp_path / "plant"))["started"] == ["target"]
+    (package / "tools.py").write_text("def scale(v):\n    return v * 5\n")
+    out = result_of(run_script(script, tmp_path / "plant"))
+    assert sorted(out["started"]) == ["produce", "target"] and out["result"]["x"] == 15
