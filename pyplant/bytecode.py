@@ -23,10 +23,13 @@ would drop a real dependency).
 from __future__ import annotations
 
 import dis
+import json
 import sys
 import types
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
+
+from . import hashing
 
 # Method names that change a builtin or library container in place.
 MUTATING_METHODS = frozenset({
@@ -38,8 +41,7 @@ MUTATING_METHODS = frozenset({
 ANY_KEY = "<any>"  # an item step whose key is not a constant
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):
     """Where an object is found: ``root`` then ``steps``.
 
     ``root`` is ``("global", name)``, ``("free", name)`` (a closure cell of the function),
@@ -56,8 +58,7 @@ class Place:
         return Place(self.root, self.steps + (("[]", key),))
 
 
-@dataclass(frozen=True)
-class Mutation:
+class Mutation(NamedTuple):
     """The object at ``place`` is changed through ``how`` (a method or dunder name); ``attr``
     is the attribute assigned or deleted on it, if that is how."""
     place: Place
@@ -88,14 +89,56 @@ _INPLACE = {"+=": "__iadd__", "-=": "__isub__", "*=": "__imul__", "/=": "__itrue
             "@=": "__imatmul__"}
 
 
-def facts(code: types.CodeType) -> Facts:
-    """Facts of ``code`` and the code nested in it, cached per code object."""
+def facts(code: types.CodeType, memo: Any = None) -> Facts:
+    """Facts of ``code`` and the code nested in it, cached per code object.
+
+    ``memo`` (a ``hashing.CodeMemo``: the plant's LMDB table) keeps them by bytecode
+    fingerprint across processes, so a warm process analyses no code it has seen.
+    """
     cached = _cache.get(id(code))
     if cached is not None and cached[0] is code:
         return cached[1]
-    result = _Analysis(code, None).run()
+    key = None
+    result = None
+    if memo is not None:
+        key = hashing.digest("code-facts", hashing.code_fingerprint(code))
+        stored = memo.get(key)
+        result = _loads(stored) if stored is not None else None
+    if result is None:
+        result = _Analysis(code, None).run()
+        if key is not None:
+            memo.put(key, _dumps(result))
     _cache[id(code)] = (code, result)
     return result
+
+
+def _dumps(found: Facts) -> str:
+    mutations = [[list(m.place.root), [[kind, _key_out(key)] for kind, key in m.place.steps], m.how, m.attr]
+                 for m in found.mutations]
+    return json.dumps([sorted(found.globals), sorted(found.attributes), [list(i) for i in found.imports],
+                       sorted(found.rebound), sorted(found.rebound_free), mutations])
+
+
+def _loads(text: str) -> Facts | None:
+    try:
+        names, attributes, imports, rebound, rebound_free, mutations = json.loads(text)
+        return Facts(frozenset(names), frozenset(attributes), tuple((n, level) for n, level in imports),
+                     frozenset(rebound), frozenset(rebound_free),
+                     tuple(Mutation(Place(tuple(root), tuple((kind, _key_in(key)) for kind, key in steps)), how, attr)
+                           for root, steps, how, attr in mutations))
+    except (ValueError, TypeError):  # written by another version: analyse again
+        return None
+
+
+def _key_out(key: Any) -> list:
+    if key is ANY_KEY:
+        return ["any"]
+    return ["tuple", list(key)] if isinstance(key, tuple) else ["const", key]
+
+
+def _key_in(raw: list) -> Any:
+    kind = raw[0]
+    return ANY_KEY if kind == "any" else tuple(raw[1]) if kind == "tuple" else raw[1]
 
 
 _names_cache: dict[int, tuple[types.CodeType, frozenset, bool]] = {}

@@ -193,11 +193,14 @@ class CodeMapper:
         hash, a plant's ``functionHash``, or a pinned ``version=``).
     scope : CodeScope
         What counts as user code.
+    memo : hashing.CodeMemo, optional
+        Where facts read from bytecode are kept across processes (the plant's LMDB table).
     """
 
-    def __init__(self, own_hash: Callable[[Callable], str], scope: CodeScope):
+    def __init__(self, own_hash: Callable[[Callable], str], scope: CodeScope, memo: Any = None):
         self.own_hash = own_hash
         self.scope = scope
+        self.memo = memo
 
     def code_map(self, func: Any) -> dict[str, str]:
         """``{label: hash}`` of ``func`` (labelled 'reactor') and all it reaches; the state is
@@ -218,7 +221,7 @@ class CodeMapper:
         paused = gc.isenabled()
         gc.disable()
         try:
-            return _Walk(self.own_hash, self.scope).maps(funcs)
+            return _Walk(self.own_hash, self.scope, self.memo).maps(funcs)
         finally:
             if paused:
                 gc.enable()
@@ -264,9 +267,10 @@ _NONE: list = []  # shared and never appended to: most nodes find nothing
 class _Walk:
     """One walk over the reactors of a session; see the module docstring."""
 
-    def __init__(self, own_hash: Callable[[Callable], str], scope: CodeScope):
+    def __init__(self, own_hash: Callable[[Callable], str], scope: CodeScope, memo: Any = None):
         self.own_hash = own_hash
         self.scope = scope
+        self.memo = memo
         self.nodes: dict[int, tuple[Any, _Node]] = {}
         self.libs: dict[str, _Node] = {}
         self.order: list[_Node] = []
@@ -382,7 +386,7 @@ class _Walk:
                 or any(n in namespace for n in names)):
             return  # references nothing: the common reactor of a long chain
         modules: list[types.ModuleType] = [v for v in _bound_objects(func) if isinstance(v, types.ModuleType)]
-        facts = bytecode.facts(code)
+        facts = bytecode.facts(code, self.memo)
         prefix = module_label(namespace.get("__name__"), namespace)
         for name in sorted(facts.globals):
             if name in namespace:

@@ -302,7 +302,7 @@ class Plant:
         return tracking.InputRecorder(self.plantDir, self.track_files, self.track_env)
 
     def _code_mapper(self) -> CodeMapper:
-        return CodeMapper(self._code_hash, self.codeScope)
+        return CodeMapper(self._code_hash, self.codeScope, memo=self.warehouse.metadata)
 
     def _code_hash(self, func: Callable) -> str:
         """The hash of one function's own code: ``functionHash``, a pinned version, or source."""
