@@ -281,7 +281,13 @@ class _Walk:
     def maps(self, funcs: Mapping[str, Callable]) -> dict[str, dict[str, str]]:
         roots = {name: self._root(func) for name, func in funcs.items()}
         self._settle()
-        return {name: self._assemble(name, *root) for name, root in roots.items()}
+        maps = {name: self._assemble(name, *root) for name, root in roots.items()}
+        # The walk and its tokenizer refer to each other: free the nodes now, not at the
+        # cyclic collector's next full pass.
+        self.nodes.clear()
+        self.order.clear()
+        self.tokenizer.reset()
+        return maps
 
     # --- nodes ---
 
