@@ -323,11 +323,7 @@ class _Analysis:
         return self.stack[-n] if len(self.stack) >= n else _UNKNOWN
 
     def _effect(self, opname: str, arg: int, jump: bool) -> int:
-        try:
-            return dis.stack_effect(dis.opmap[opname], arg if dis.opmap[opname] >= dis.HAVE_ARGUMENT else None,
-                                    jump=jump)
-        except ValueError:
-            return 0
+        return _stack_effect(opname, arg, jump)
 
     def _wipe(self, effect: int) -> None:
         self.stack = [_UNKNOWN] * max(0, len(self.stack) + effect)
@@ -335,7 +331,7 @@ class _Analysis:
     def _interpret(self) -> None:
         pending: dict[int, list] = {}   # forward jump target -> stack arriving there
         reachable = True
-        for offset, opname, arg, argval, target in _instructions(self.code):
+        for offset, opname, arg, argval, target in _decoded(self.code):
             if offset in pending:
                 incoming = pending.pop(offset)
                 self.stack = _merge_stacks(self.stack, incoming) if reachable else incoming
@@ -349,7 +345,7 @@ class _Analysis:
                     pending[target] = _merge_stacks(pending[target], jumped) if target in pending else jumped
             else:
                 self._step(opname, arg, argval)
-            if dis.opmap[opname] in _UNCONDITIONAL:
+            if opname in _UNCONDITIONAL_NAMES:
                 reachable = False
 
     def _jump(self, opname: str, arg: int, target: int) -> list | None:
@@ -517,6 +513,37 @@ class _Analysis:
         return _single_stores(self.code)
 
 
+_UNCONDITIONAL_NAMES = frozenset(dis.opname[op] for op in _UNCONDITIONAL)
+_effects: dict[tuple[str, int, bool], int] = {}
+
+
+def _stack_effect(opname: str, arg: int, jump: bool) -> int:
+    key = (opname, arg, jump)
+    effect = _effects.get(key)
+    if effect is None:
+        op = dis.opmap[opname]
+        try:
+            effect = dis.stack_effect(op, arg if op >= dis.HAVE_ARGUMENT else None, jump=jump)
+        except ValueError:
+            effect = 0
+        _effects[key] = effect
+    return effect
+
+
+_decoded_cache: dict[int, tuple[types.CodeType, list]] = {}
+
+
+def _decoded(code: types.CodeType) -> list:
+    """The instructions of ``code``, decoded once for the passes of one analysis."""
+    cached = _decoded_cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    found = list(_instructions(code))
+    _decoded_cache.clear()  # only the code being analysed: no need to keep more
+    _decoded_cache[id(code)] = (code, found)
+    return found
+
+
 def _apply(stack: list, effect: int) -> list:
     if effect <= 0:
         return stack[:max(0, len(stack) + effect)]
@@ -549,7 +576,7 @@ def _assignments(code: types.CodeType) -> tuple[frozenset, frozenset]:
     if cached is not None and cached[0] is code:
         return cached[1], cached[2]
     counts: dict[str, int] = {}
-    for _, opname, _, argval, _ in _instructions(code):
+    for _, opname, _, argval, _ in _decoded(code):
         if opname in ("STORE_FAST", "STORE_DEREF"):
             counts[argval] = counts.get(argval, 0) + 1
         elif opname in ("DELETE_FAST", "DELETE_DEREF", "STORE_NAME", "DELETE_NAME"):
