@@ -7,11 +7,11 @@ them never re-runs anything. Writing to a bound config raises ``ConfigWriteError
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Iterable
 
 from . import hashing
 from .errors import ConfigError, ConfigWriteError, TokenizationError
+from .tokens import cached_properties
 
 # Names of ConfigBase's own API, never treated as parameters.
 _API = frozenset({"peek", "has", "mark_auxiliary", "is_auxiliary", "get_param_names"})
@@ -144,14 +144,7 @@ def _is_plain_value(attr: Any) -> bool:
 
 
 def _is_cached_property(kind: type, name: str) -> bool:
-    return name in _cached_properties(kind)
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_properties(kind: type) -> frozenset[str]:
-    """Names of the ``functools.cached_property`` attributes of a config class."""
-    return frozenset(name for cls in kind.__mro__ for name, value in vars(cls).items()
-                     if isinstance(value, functools.cached_property))
+    return name in cached_properties(kind)
 
 
 def param_token(name: str, value: Any, code_hasher: Callable[[Callable], str],

@@ -218,8 +218,9 @@ class Tokenizer:
     def _encode_attributes(self, value: Any) -> str:
         cls = self.code(type(value))  # first: its methods say which attributes are state
         skipped = self.state.skipped_attributes(value)
+        computed = cached_properties(type(value))  # values computed from the others
         attrs = {k: v for k, v in _own_dict(value).items()
-                 if not k.startswith("_pyplant") and k not in skipped}
+                 if not k.startswith("_pyplant") and k not in skipped and k not in computed}
         for name in _slot_names(type(value)):
             if name not in skipped and name not in attrs:
                 try:
@@ -362,6 +363,13 @@ def _slot_names(kind: type) -> tuple[str, ...]:
             if name not in ("__dict__", "__weakref__") and name not in names:
                 names.append(name)
     return tuple(names)
+
+
+@functools.lru_cache(maxsize=4096)
+def cached_properties(kind: type) -> frozenset[str]:
+    """Names of ``functools.cached_property`` attributes: their cached values are computed."""
+    return frozenset(name for cls in kind.__mro__ for name, value in vars(cls).items()
+                     if isinstance(value, functools.cached_property))
 
 
 @functools.lru_cache(maxsize=4096)

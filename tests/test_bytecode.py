@@ -12,7 +12,7 @@ import pytest
 from pyplant import bytecode
 from pyplant.bytecode import ANY_KEY, Place
 
-X = Y = RESULTS = TABLE = None  # names the functions below refer to
+X = Y = RESULTS = TABLE = np_linalg = None  # names the functions below refer to
 
 
 def mutated(func) -> set[tuple]:

@@ -647,3 +647,22 @@ def test_rerun_reason_shows_functions_by_name_not_address(open_plant):
     plant, _ = run_with(open_plant, {"fn": triple}, [target, reader])
     reason = plant.explain("reader")
     assert "test_config.double" in reason and "test_config.triple" in reason and "0x" not in reason
+
+
+class Window:
+    """A config value (not a ConfigBase) with a cached property."""
+
+    def __init__(self, size):
+        self.size = size
+
+    @functools.cached_property
+    def half(self):
+        return self.size // 2
+
+
+def test_cached_property_of_a_config_value_is_not_part_of_its_token():
+    from pyplant.hashing import stable_token
+
+    fresh, used = Window(4), Window(4)
+    assert used.half == 2  # now cached in used.__dict__
+    assert stable_token(fresh) == stable_token(used) != stable_token(Window(6))

@@ -7,7 +7,6 @@ import textwrap
 import pytest
 
 from conftest import result_of, run_script, write_script
-from pyplant import Plant
 from pyplant.dependencies import CodeMapper, CodeScope
 from pyplant.hashing import code_hash
 
