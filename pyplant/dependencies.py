@@ -16,10 +16,11 @@ so on. The rule: whatever the walk reaches is followed, never silently dropped.
                          functions and classes inside count by label and are followed
 ``obj:module.name``      an instance of a user class: its class is followed, its attributes
                          count (less the state ones, see ``state.py``)
-``name:module.name``     a global bound to code defined elsewhere or under another name: a
-                         decorated function, ``f = make_filter(3)``, an ``lru_cache`` wrapper,
-                         ``from numpy import median as center``
-``lib:package``          a library, by its installed version, not its source
+``name:module.name``     a global bound to code defined elsewhere or under another name, or
+                         to a callable object: a decorated function, ``f = make_filter(3)``,
+                         an ``lru_cache`` wrapper, a partial, ``from numpy import median as c``
+``lib:package``          a library, by its installed version, not its source (``lib:python``
+                         for the standard library: the interpreter's version)
 =======================  =====================================================================
 
 Code is what has code: functions, classes, anything with ``__wrapped__`` (followed into what
@@ -38,7 +39,8 @@ WARNING by the ``pyplant`` logger: "changes to ... are not tracked".
 "User code" is any module outside the standard library and site-packages, plus ``__main__``
 (labelled by the name its file is imported as, see ``naming.py``); ``CodeScope`` moves packages
 either way. Cycles are fine: the walk is a graph with a visited set. Per process, each code
-object is hashed and analysed once; per session, each value is tokenized once.
+object is hashed and analysed once (and both are kept in the plant's memo, so a warm process
+reads no source and decodes no bytecode it has seen); per session, each value is tokenized once.
 """
 from __future__ import annotations
 
