@@ -296,15 +296,18 @@ class _Walk:
     def _root(self, func: Any) -> tuple[_Node, list[_Node]]:
         """The reactor's own node and the wrappers around it (a decorator with ``wraps``)."""
         inner = inspect.unwrap(func, stop=_pinned) if hasattr(func, "__wrapped__") else func
-        node = self._node(inner)
+        node = self._node(inner, root=True)
         extras = [self._node(func)] if inner is not func else []
         return node, [n for n in extras if n is not None]
 
-    def _node(self, obj: Any) -> _Node | None:
+    def _node(self, obj: Any, root: bool = False) -> _Node | None:
         entry = self.nodes.get(id(obj))
         if entry is not None and entry[0] is obj:
             return entry[1]
-        kind, label = self._classify(obj)
+        if root and type(obj) is types.FunctionType and not _pinned(obj):
+            kind, label = "fn", f"fn:{function_label(obj)}"  # a reactor is user code by definition
+        else:
+            kind, label = self._classify(obj)
         if kind == "lib":
             node = self._lib(label)
         else:
