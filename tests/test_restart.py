@@ -138,7 +138,7 @@ report()
 
 def test_values_keep_exact_types_across_restart(tmp_path):
     """Values received after a restart have the exact Python types (nested too) that were sent."""
-    script = write_script(tmp_path / "types.py", EXACT_TYPES)
+    script = write_script(tmp_path / "exact_types.py", EXACT_TYPES)
     plant_dir = tmp_path / "plant"
     first = result_of(run_script(script, plant_dir))
     second = result_of(run_script(script, plant_dir))
