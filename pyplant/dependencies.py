@@ -45,7 +45,6 @@ reads no source and decodes no bytecode it has seen); per session, each value is
 from __future__ import annotations
 
 import functools
-import gc
 import importlib
 import importlib.metadata
 import importlib.util
@@ -59,7 +58,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import bytecode, hashing
+from . import collector, bytecode, hashing
 from .naming import class_label, function_label, module_label, object_label
 from .state import State
 from .tokens import Tokenizer
@@ -220,13 +219,8 @@ class CodeMapper:
         """
         # The walk keeps a node per object it reaches until the maps are done; the cyclic
         # collector would scan them over and over (a full pass every few hundred reactors).
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with collector.paused():
             return _Walk(self.own_hash, self.scope, self.memo).maps(funcs)
-        finally:
-            if paused:
-                gc.enable()
 
 
 # --- the walk --------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import lmdb
 
-from . import hashing, static, tracking
+from . import collector, hashing, static, tracking
 from .errors import (AllocationError, CorruptVersionError, PyPlantError, DependencyCycleError, DuplicateProducerError,
                      IngredientNotFoundError, ReactorProtocolError, WarehouseError)
 from .config import param_token
@@ -202,6 +202,10 @@ class Scheduler:
     # --- the driving loop ---
 
     def run(self, name: str) -> None:
+        with collector.paused():  # user code runs with the collector resumed (_step)
+            self._run(name)
+
+    def _run(self, name: str) -> None:
         node = self.nodes[name]
         for each in self.order:  # before any body runs: module state is still import-time state
             self._code_map(each)
@@ -232,19 +236,15 @@ class Scheduler:
     def _read_sources(self) -> None:
         """Static sends and receives of every reactor; two literal senders of one name are
         refused before any work (``DuplicateProducerError``). The sends of a reactor follow
-        from the sources its code map covers, so they are memoized under its code digest."""
-        memo_keys = {n.name: hashing.digest("static-io", self._code_digest(n))
-                     for n in self.order if self._source_derived(n)}
-        known = static.decode_many(self.meta.get_many(list(memo_keys.values())))
-        scope = self.plant.codeScope
-        reached = {n.name: static.reached_functions(n.func, scope.is_user_module)
-                   for n in self.order if memo_keys.get(n.name) not in known}
-        self.static_io = static.reactor_ios(reached, self.meta)
-        for name, key in memo_keys.items():
-            if key in known:
-                self.static_io[name] = known[key]
-            else:
-                self.meta.put(key, static.encode(self.static_io[name]))
+        from the sources its code map covers, so they are memoized under its code digest, and
+        the whole table under the digests of all reactors (one read on a warm run)."""
+        digests = {n.name: self._code_map(n) for n in self.order if self._source_derived(n)}
+        self.static_io = static.load_table(self.meta, digests)
+        if self.static_io is None:
+            scope = self.plant.codeScope
+            reached = {n.name: static.reached_functions(n.func, scope.is_user_module) for n in self.order}
+            self.static_io = static.reactor_ios(reached, self.meta)
+            static.store_table(self.meta, digests, self.static_io)
         for node in self.order:
             for name in self.static_io[node.name].sends:
                 self.senders.setdefault(name, []).append(node)
@@ -264,7 +264,7 @@ class Scheduler:
         while pending:
             node = pending.pop()
             for name in sorted(self.static_io[node.name].receives):
-                producers = self._producer_candidates(name)
+                producers = self.senders.get(name) or self._producer_candidates(name)
                 if not producers:
                     raise self._not_found(node, name, tried=[])
                 for producer in producers:
@@ -549,7 +549,7 @@ class Scheduler:
         token = active_run.set(run)
         began = time.perf_counter()
         try:
-            with tracking.stepping(run.external):
+            with tracking.stepping(run.external), collector.resumed():
                 request = run.generator.send(value)
         except StopIteration:
             return StopIteration

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
+import json
 import types
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -107,6 +108,38 @@ def _literal_name(call: ast.Call) -> str | None:
     if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
         return arg.value
     return None
+
+
+def _table_key(code_maps: dict[str, dict[str, str]]) -> str:
+    """One hash of every reactor's code map: the sends and receives follow from it."""
+    lines = sorted(f"{name}\x1f{label}\x1f{value}" for name, code in code_maps.items()
+                   for label, value in code.items())
+    return hashing.digest("static-io-table", "\n".join(lines))
+
+
+def load_table(memo: Any, code_maps: dict[str, dict[str, str]]) -> dict[str, StaticIO] | None:
+    """{reactor: StaticIO} stored for exactly these reactors and code maps, else None.
+
+    ``code_maps`` is {reactor: code map} of reactors whose code maps follow their source;
+    any other reactor makes the table unusable (its source is read every time).
+    """
+    digests = code_maps
+    raw = memo.get(_table_key(code_maps)) if memo is not None else None
+    if raw is None:
+        return None
+    try:
+        table = {name: StaticIO(frozenset(sends), frozenset(receives), bool(dynamic))
+                 for name, (sends, receives, dynamic) in json.loads(raw).items()}
+    except (ValueError, TypeError):  # a damaged entry: read the sources again
+        return None
+    return table if table.keys() == digests.keys() else None
+
+
+def store_table(memo: Any, code_maps: dict[str, dict[str, str]], table: dict[str, StaticIO]) -> None:
+    """Remember ``table`` for these code maps (only when every reactor's source counts)."""
+    if memo is not None and table.keys() == code_maps.keys():
+        memo.put(_table_key(code_maps), json.dumps(
+            {name: [sorted(io.sends), sorted(io.receives), io.dynamic] for name, io in table.items()}))
 
 
 _FIELD, _ITEM = "\x1e", "\x1f"
