@@ -212,6 +212,8 @@ class Scheduler:
                     except BaseException as exc:  # the original error matters more
                         self.plant.logger.warning("reactor '%s' raised while closing: %r", node.name, exc)
                 self._free(run, [(k, s) for k, s, _ in run.allocations.values()] + run.temps)
+                for stored in run.outputs.values():  # files and specs of an unfinished version
+                    self.warehouse.free(stored.version)
                 self._drop_outputs(node)
             node.status, node.run = Status.NEW, None
         self.stack.clear()
