@@ -338,7 +338,7 @@ def _open_checked(path: str, durable: bool) -> tuple[lmdb.Environment, dict[byte
     try:
         if deep:
             _read_everything(env)
-        dbs = {name: env.open_db(name) for name in _DBS}
+        dbs = _open_dbs(env, path)
     except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadValsizeError,
             lmdb.IncompatibleError) as exc:
         env.close()
@@ -347,6 +347,17 @@ def _open_checked(path: str, durable: bool) -> tuple[lmdb.Environment, dict[byte
         env.close()
         raise
     return env, dbs
+
+
+def _open_dbs(env: lmdb.Environment, path: str) -> dict[bytes, Any]:
+    """Open every database; ``open_db`` takes LMDB's write lock, so take ours first (a writer
+    that must wait says so)."""
+    fd = os.open(os.path.join(path, "write.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _lock(fd, path)
+        return {name: env.open_db(name) for name in _DBS}
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _move_aside(path: str, why: str) -> None:
