@@ -517,9 +517,9 @@ class Scheduler:
             self._check_single_producer(run, name)
         try:
             value, storage = self.warehouse.allocate(name, key, temp=temp, **kwargs)
-        except AllocationError as exc:
-            raise AllocationError(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
-                                  reactor=run.name, ingredient=name) from exc
+        except (AllocationError, WarehouseError) as exc:
+            raise type(exc)(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
+                            reactor=run.name, ingredient=name) from exc
         except Exception as exc:
             exc.add_note(f"(while reactor '{run.name}' allocated ingredient '{name}')")
             raise

@@ -148,23 +148,26 @@ class Root:
 
         Raises ``LocationError`` when the directory leads out of the plant directory.
         """
-        path = self.path_of(os.path.dirname(location) + "/x")[:-2]
-        os.makedirs(path, exist_ok=True)
-        if not self.is_inside(path + "/x"):
-            raise LocationError(f"directory {path!r} resolves outside the plant directory "
-                                f"{self.path!r}")
-        target = os.path.join(path, os.path.basename(location))
-        if os.path.islink(target):
-            os.unlink(target)
-        return target
+        path = self.lexical(location)  # refuses a directory leading out
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        if not self.is_inside(os.path.join(directory, "x")):  # created through a symlink
+            raise LocationError(f"directory {directory!r} resolves to {os.path.realpath(directory)!r}, "
+                                f"outside the plant directory {self.path!r}")
+        if os.path.islink(path):
+            os.unlink(path)
+        return path
 
     def lexical(self, location: str) -> str:
         """The path of ``location`` without resolving symlinks (to remove a link itself)."""
         if not isinstance(location, str) or os.path.isabs(location) or "\0" in location:
             raise LocationError(f"location {location!r} is outside the plant directory {self.path!r}")
         path = os.path.normpath(os.path.join(self.path, location))
-        if not path.startswith(self.path + os.sep) or not self.is_inside(os.path.dirname(path) + "/x"):
-            raise LocationError(f"location {location!r} is outside the plant directory {self.path!r}")
+        directory = os.path.dirname(path)
+        if not path.startswith(self.path + os.sep) or not self.is_inside(os.path.join(directory, "x")):
+            raise LocationError(f"location {location!r} resolves to "
+                                f"{os.path.join(os.path.realpath(directory), os.path.basename(path))!r}, "
+                                f"outside the plant directory {self.path!r}")
         return path
 
     def is_inside(self, path: str) -> bool:
