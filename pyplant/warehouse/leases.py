@@ -30,6 +30,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterable
 
+from .locks import SafeLock
+
 logger = logging.getLogger(__name__)
 
 LEASES_DIR = "leases"
@@ -54,7 +56,7 @@ class _Gate:
         self.path = path
         self._local = threading.local()
         self._fds: list[int] = []
-        self._fds_lock = threading.Lock()
+        self._fds_lock = SafeLock()
 
     def _fd(self) -> int:
         fd = getattr(self._local, "fd", None)

@@ -41,6 +41,7 @@ from typing import Any, Iterator
 import lmdb
 
 from ..errors import PlantClosedError
+from .locks import SafeLock
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class _Shared:
         self.users = 0
         self._local = threading.local()
         self._fds: list[int] = []
-        self._fds_lock = threading.Lock()
+        self._fds_lock = SafeLock()
 
     def thread_fd(self) -> int:
         fd = getattr(self._local, "fd", None)
@@ -168,7 +169,7 @@ class _Shared:
 
 
 _envs: dict[str, _Shared] = {}
-_envs_lock = threading.Lock()
+_envs_lock = SafeLock()  # a KeyboardInterrupt never leaves it held (see locks.py)
 
 
 def _lock(fd: int, path: str) -> None:
@@ -632,9 +633,9 @@ class MetadataStore:
                 return
             self._closed = True
             shared = self._shared
+            shared.recover()  # what an interrupted write of this thread left
             shared.users -= 1
             if shared.users <= 0:
-                shared.recover()
                 shared.close()
                 if _envs.get(self.path) is shared:
                     del _envs[self.path]
