@@ -48,6 +48,31 @@ def test_ingredient_nobody_produces(open_plant):
     message = str(info.value)
     assert "needy" in message and "missing_thing" in message
     assert info.value.reactor == "needy" and info.value.ingredient == "missing_thing"
+    assert info.value.tried == ["unrelated"]
+    assert "tried: unrelated;" in message
+
+
+def test_dependency_cycle_names_it_a_to_b_to_a(open_plant):
+    """Two reactors each waiting for the other's ingredient raise DependencyCycleError whose
+    message shows the cycle as 'ping -> pong -> ping' and whose ``cycle`` lists it."""
+    from pyplant.errors import DependencyCycleError
+
+    @ReactorFunc
+    def ping(pipe):
+        y = yield pipe.receive("pong_value")
+        pipe.send("ping_value", y)
+
+    @ReactorFunc
+    def pong(pipe):
+        x = yield pipe.receive("ping_value")
+        pipe.send("pong_value", x)
+
+    plant, _ = open_plant(reactors=[ping, pong])
+    with pytest.raises(DependencyCycleError, match=r"dependency cycle: ping -> pong -> ping ") as info:
+        plant.run_reactor(ping)
+    assert info.value.cycle == ["ping", "pong", "ping"]
+    assert info.value.ingredient == "ping_value"
+    assert isinstance(info.value, RuntimeError)
 
 
 def test_fetch_unknown_ingredient(open_plant):
