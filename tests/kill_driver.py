@@ -243,6 +243,8 @@ def reactor_names(sizes: Sizes) -> list[str]:
 
 def subprocess_env(import_root: Path = REPO_ROOT) -> dict[str, str]:
     env = dict(os.environ)
+    if env.get("MUTANT_UNDER_TEST") == "stats":  # see conftest.child_env
+        del env["MUTANT_UNDER_TEST"]
     env["PYTHONPATH"] = os.pathsep.join([str(import_root)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyplant import Ingredient, Plant, ReactorFunc, specs
+from pyplant import Ingredient, ReactorFunc, specs
 from pyplant.errors import AllocationError
 
 from conftest import Box, result_of, run_script, write_script

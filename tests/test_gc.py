@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from pyplant import Ingredient, IngredientTypeSpec, Plant, ReactorFunc, specs
 
-from conftest import REPO_ROOT, Box, result_of, run_script, write_script
+from conftest import Box, child_env, result_of, run_script, write_script
 
 OLD = time.time() - 3600
 
@@ -226,10 +226,7 @@ plant.shutdown()
 
 
 def env():
-    environ = dict(os.environ)
-    environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [environ.get("PYTHONPATH")] if p])
-    environ["PYTHONDONTWRITEBYTECODE"] = "1"
-    return environ
+    return child_env()
 
 
 def gc_in_another_process(tmp_path, plant_dir, keep_last=1) -> tuple[int, int]:
