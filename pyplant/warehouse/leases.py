@@ -190,9 +190,19 @@ class Lease:
         self.gate.close()
 
 
+class _Exclusive(_Section):
+    """GC's section: its own descriptor, closed (which also unlocks) on exit."""
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self.gate.close()
+
+
 def exclusive(plant_dir: str) -> _Section:
     """GC's side of the gate: no plant records or reuses a location while it is held."""
-    return _Section(_Gate(os.path.join(plant_dir, GATE_FILE)), fcntl.LOCK_EX)
+    return _Exclusive(_Gate(os.path.join(plant_dir, GATE_FILE)), fcntl.LOCK_EX)
 
 
 def live_leases(plant_dir: str) -> list[LiveLease]:
