@@ -493,9 +493,11 @@ class Scheduler:
 
     def send(self, run: ReactorRun, name: str, value: Any, key: str | None) -> None:
         self._check_single_producer(run, name)
-        key = key or self.warehouse.infer_type(value)
-        self.warehouse.check_type(key)
         allocated = run.allocations.pop(name, None)
+        # an allocated ingredient sent without a type keeps the allocated type (its path is a
+        # file ingredient, not a string)
+        key = key or (allocated[0] if allocated else self.warehouse.infer_type(value))
+        self.warehouse.check_type(key)
         try:
             stored = self.warehouse.store(name, value, key, allocated[1] if allocated else None,
                                           reactor=run.name)

@@ -103,7 +103,8 @@ class HdfArraySpec(IngredientTypeSpec):
         f = h5py.File(self._path(warehouse, name), "w")
         self._files[name] = f
         try:
-            return f.create_dataset("data", shape=shape, dtype=dtype, fillvalue=0, **kwargs)
+            fill = {"fillvalue": 0} if dtype.fields is None else {}  # compound: HDF5's zero fill
+            return f.create_dataset("data", shape=shape, dtype=dtype, **fill, **kwargs)
         except (TypeError, ValueError) as exc:
             self._close(name)
             raise AllocationError(f"cannot allocate HDF array '{name}': {exc}", ingredient=name) from exc
