@@ -33,6 +33,7 @@ import ast
 import enum
 import functools
 import inspect
+import os
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -494,9 +495,9 @@ class Scheduler:
     def send(self, run: ReactorRun, name: str, value: Any, key: str | None) -> None:
         self._check_single_producer(run, name)
         allocated = run.allocations.pop(name, None)
-        # an allocated ingredient sent without a type keeps the allocated type (its path is a
-        # file ingredient, not a string)
-        key = key or (allocated[0] if allocated else self.warehouse.infer_type(value))
+        if key is None:  # the allocated value itself (its path) keeps its allocated type
+            key = allocated[0] if allocated and _is_allocated(value, allocated[2]) \
+                else self.warehouse.infer_type(value)
         self.warehouse.check_type(key)
         try:
             stored = self.warehouse.store(name, value, key, allocated[1] if allocated else None,
@@ -619,6 +620,14 @@ def code_change_reason(reactor: str, label: str, before: str | None, now: str | 
         return f"library {what} changed version {before} -> {now}"
     noun = {"fn": "function", "cls": "class", "const": "constant", "sub": "subreactor"}.get(kind, kind)
     return f"code changed: {noun} {what}"
+
+
+def _is_allocated(value: Any, allocated: Any) -> bool:
+    """True when ``value`` is what ``allocate`` returned (the object, or the same path)."""
+    if value is allocated:
+        return True
+    return isinstance(value, (str, os.PathLike)) and isinstance(allocated, str) \
+        and os.fspath(value) == allocated
 
 
 def version_key(version: Version) -> tuple[str, str, str | None]:
