@@ -154,7 +154,10 @@ def test_gc_keeps_the_latest_version_of_every_type_and_sweeps_the_rest(open_plan
     if policy:
         per_version_v1 = {f for f in files_v1 if not f.startswith("blobs/")}
         assert not per_version_v1 & left, sorted(per_version_v1 & left)
-        assert result.traces >= 1
+        assert result.traces == 2  # v=1's traces of 'make' and 'target'
+        plant, _ = typed_plant(open_plant, 1, seen)
+        assert [len(plant.warehouse.metadata.trace_ids(r)) for r in ("make", "target")] == [1, 1]
+        plant.shutdown()
     else:
         assert files_v1 <= left
         assert result.traces == 0
@@ -171,6 +174,7 @@ def test_gc_keeps_the_latest_version_of_every_type_and_sweeps_the_rest(open_plan
     plant.run_reactor("target")
     assert events.started == (["target", "make"] if policy else ["target"])
     assert seen["values"] == expected_values(1)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # nothing dangling
 
 
 # --- 3a, 16. what a live plant holds or is producing -------------------------------------------
