@@ -15,6 +15,10 @@ attributes (``reactor``, ``ingredient``) so that tools can act on them::
      +-- UnknownReactorError(PyPlantError, ValueError)         run_reactor names an unknown reactor
      +-- ReactorProtocolError(PyPlantError, TypeError)         yielded something other than a receive
      +-- AllocationError(PyPlantError, ValueError)             bad shape, dtype or type to allocate
+     +-- IngredientNameError(PyPlantError, ValueError)         a name that cannot be stored
+     |    +-- IngredientNameTypeError(IngredientNameError, TypeError)   a name that is not a str
+     +-- PlantClosedError(PyPlantError, RuntimeError)          the plant was shut down
+     +-- ReentrantRunError(PyPlantError, RuntimeError)         run_reactor from inside a run
      +-- PlantDirError(PyPlantError, OSError)                  plant directory unusable
      +-- WarehouseError(PyPlantError, OSError)                 storing or loading a version failed
           +-- CorruptVersionError(WarehouseError)              a version is missing or damaged
@@ -102,3 +106,22 @@ class CorruptVersionError(WarehouseError):
 
 class UnknownReactorError(PyPlantError, ValueError):
     """``run_reactor`` named a reactor that was not added to the plant."""
+
+
+class IngredientNameError(PyPlantError, ValueError):
+    """An ingredient name that cannot be stored: empty, with a NUL character, not encodable
+    as UTF-8, or longer than 511 bytes in UTF-8 (LMDB's key size). Raised by ``send``,
+    ``allocate``, ``allocate_temp`` and ``receive`` before anything is stored."""
+
+
+class IngredientNameTypeError(IngredientNameError, TypeError):
+    """An ingredient name that is not a ``str``."""
+
+
+class PlantClosedError(PyPlantError, RuntimeError):
+    """A method of a ``Plant`` was called after ``shutdown()`` (or the end of its ``with``)."""
+
+
+class ReentrantRunError(PyPlantError, RuntimeError):
+    """A reactor called ``run_reactor`` (or another method that runs reactors) on the plant
+    that is running it."""

@@ -8,11 +8,50 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import AllocationError
+from .errors import AllocationError, IngredientNameError, IngredientNameTypeError
 from .ingredient import type_key
 
 if TYPE_CHECKING:
     from .scheduler import ReactorRun
+
+
+# LMDB's maximum key size: an ingredient name is a key of the metadata.
+MAX_NAME_BYTES = 511
+
+
+def check_name(name: Any, reactor: str | None) -> str:
+    """``name`` when it can be stored as an ingredient name.
+
+    Raises
+    ------
+    IngredientNameTypeError
+        (also a ``TypeError``) when ``name`` is not a ``str``.
+    IngredientNameError
+        (also a ``ValueError``) when it is empty, contains a NUL character, cannot be encoded
+        as UTF-8, or is longer than 511 bytes in UTF-8.
+    """
+    who = f"reactor '{reactor}'" if reactor else "fetch_ingredient"
+    if not isinstance(name, str):
+        raise IngredientNameTypeError(f"{who}: ingredient names are str, got {type(name).__name__} "
+                                      f"{name!r}", reactor=reactor, ingredient=repr(name))
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif "\0" in name:
+        problem = "contains a NUL character"
+    else:
+        try:
+            size = len(name.encode("utf-8"))
+        except UnicodeEncodeError:
+            problem = "cannot be encoded as UTF-8"
+        else:
+            if size > MAX_NAME_BYTES:
+                problem = f"is {size} bytes long in UTF-8; at most {MAX_NAME_BYTES} can be stored"
+    if problem:
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise IngredientNameError(f"{who}: ingredient name {shown!r} {problem}", reactor=reactor,
+                                  ingredient=name)
+    return name
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,10 +76,11 @@ class Pipework:
         return self._run.config
 
     def receive(self, name: str) -> ReceiveRequest:
-        """Request ingredient ``name``; must be yielded: ``x = yield pipe.receive('x')``."""
-        if not isinstance(name, str):
-            raise TypeError(f"reactor '{self._run.name}': ingredient names are str, got {name!r}")
-        request = ReceiveRequest(name)
+        """Request ingredient ``name``; must be yielded: ``x = yield pipe.receive('x')``.
+
+        Raises ``IngredientNameError`` for a name that cannot be stored (see ``check_name``).
+        """
+        request = ReceiveRequest(check_name(name, self._run.name))
         self._run.on_receive(request)
         return request
 
@@ -54,7 +94,11 @@ class Pipework:
             when another reactor already sent ``name`` in this session.
         SerializationError
             when the value can be stored neither with pickle nor with dill.
+        IngredientNameError
+            for a name that cannot be stored (empty, NUL, over 511 bytes; not a str: also a
+            ``TypeError``), before anything is stored.
         """
+        check_name(name, self._run.name)
         self._run.send(name, value, self._key(name, type))
 
     def allocate(self, name: str, type: Any, **kwargs: Any) -> Any:
@@ -65,12 +109,18 @@ class Pipework:
         Raises
         ------
         AllocationError
-            for a type that cannot be allocated, or a bad shape or dtype.
+            for a type that cannot be allocated, a bad shape or dtype, or a ``filename=`` (file
+            ingredients) that is not one plain file name: a file is stored in its version's own
+            directory, ``files/<ingredient>@<token>/<filename>``.
+        IngredientNameError
+            for a name that cannot be stored, before anything is allocated.
         """
+        check_name(name, self._run.name)
         return self._run.allocate(name, self._key(name, type), temp=False, **kwargs)
 
     def allocate_temp(self, name: str, type: Any, **kwargs: Any) -> Any:
         """Like ``allocate``, but freed when the reactor ends and never sent."""
+        check_name(name, self._run.name)
         return self._run.allocate(name, self._key(name, type), temp=True, **kwargs)
 
     def track_file(self, path: Any) -> None:

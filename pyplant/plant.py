@@ -3,23 +3,40 @@ from __future__ import annotations
 
 import datetime
 import enum
+import functools
 import logging
 import os
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import lmdb
 
 from . import hashing, reactor as _reactor, static, tracking
 from .config import ConfigBase
 from .dependencies import CodeMapper, CodeScope
-from .errors import IngredientNotFoundError, PlantDirError, ReactorDefinitionError, UnknownReactorError
+from .errors import (IngredientNotFoundError, PlantClosedError, PlantDirError, ReactorDefinitionError,
+                     ReentrantRunError, UnknownReactorError)
+from .pipework import check_name
 from .scheduler import Node, Scheduler
 from .warehouse import Warehouse, gc
 from .warehouse.gc import GCResult
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _open_only(method: _F) -> _F:
+    """Raise ``PlantClosedError`` when the plant was shut down, instead of a raw LMDB error."""
+    @functools.wraps(method)
+    def guarded(self: "Plant", *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise PlantClosedError(f"the plant on {self.plantDir!r} was shut down; "
+                                   f"{method.__name__}() needs an open plant: create a new Plant")
+        return method(self, *args, **kwargs)
+    return guarded  # type: ignore[return-value]
 
 
 @dataclass
@@ -75,6 +92,9 @@ class Plant:
     ------
     PlantDirError
         when ``plantDir`` is a file, cannot be created, or is not writable.
+
+    After ``shutdown()`` (or the end of a ``with`` block) every method but ``shutdown`` raises
+    ``PlantClosedError``.
     """
 
     class EventType(enum.Enum):
@@ -95,10 +115,12 @@ class Plant:
         if logLevel is not None:
             self.logger.setLevel(logLevel)
         self.functionHash = functionHash
+        self._closed = True  # until the warehouse is open
+        self._running: set[int] = set()  # threads inside run_reactor of this plant
         self.codeScope = CodeScope.of(userPackages, libraryPackages)
         self.reactors: dict[str, Callable] = {}
         self._automatic = False   # reactors come from the registry (no add_reactors call)
-        self._run_lock = threading.RLock()  # one run_reactor at a time per plant
+        self._run_lock = threading.Lock()  # one run_reactor at a time per plant
         self.config = ConfigBase()
         self.warehouse = _open_warehouse(self.plantDir, durable, self.logger)
         self._listeners: dict[Plant.EventType, list[Callable]] = {}
@@ -107,11 +129,11 @@ class Plant:
         self._last_run: dict = {}            # {ingredient: Version} of the last run_reactor
         self._forced: set[str] = set()       # reactors to run on the next run_reactor
         self._decisions: dict[str, str] = {}  # {reactor: why it ran, or 'up to date'}
-        self._lease = self.warehouse.metadata.take_lease()  # GC never deletes what we hold
         self.track_files, self.track_env = track_files, track_env
         self._file_hashes = tracking.FileHashes(self.warehouse.metadata)
         if track_files or track_env:
             tracking.install()
+        self._closed = False
 
     @staticmethod
     def _clear_global_state() -> None:
@@ -125,27 +147,32 @@ class Plant:
         self.shutdown()
 
     def shutdown(self) -> None:
-        """Close the warehouse. Everything finished is already on disk; idempotent."""
-        if self._lease is not None and not self.warehouse.closed:
-            self.warehouse.metadata.release_lease(self._lease)
-        self._lease = None
-        self.warehouse.close()
+        """Close the warehouse and drop this plant's lease. Everything finished is already on
+        disk; idempotent (and completes when called again after an interrupt inside it)."""
+        self._closed = True
+        warehouse = getattr(self, "warehouse", None)
+        if warehouse is not None:
+            warehouse.close()
 
     # --- configuration ---
 
+    @_open_only
     def set_config(self, config: dict[str, Any] | ConfigBase) -> None:
         """Set the config: a dict or a ``ConfigBase``; later changes re-run what read them."""
         self.config = config if isinstance(config, ConfigBase) else ConfigBase(dict(config))
 
+    @_open_only
     def get_config_object(self) -> ConfigBase:
         return self.config
 
+    @_open_only
     def mark_params_as_auxiliary(self, params: Iterable[str]) -> None:
         """Parameters that never re-run anything when they change (log levels, temp dirs)."""
         self.config.mark_auxiliary(params)
 
     # --- reactors ---
 
+    @_open_only
     def add_reactors(self, *funcs: Callable | Iterable[Callable]) -> None:
         """Add ``@ReactorFunc`` functions (or lists of them); a name added again is replaced.
 
@@ -159,6 +186,7 @@ class Plant:
 
     add_reactor = add_reactors
 
+    @_open_only
     def add_all_visible_reactors(self) -> None:
         """Add every ``@ReactorFunc`` defined so far whose name still refers to it."""
         self.add_reactors(*_reactor.registered_reactors())
@@ -178,9 +206,11 @@ class Plant:
             if newest is not None and newest is not func:
                 self.reactors[name] = newest
 
+    @_open_only
     def get_reactors(self) -> list[Callable]:
         return list(self.reactors.values())
 
+    @_open_only
     def run_reactor(self, reactorToRun: Callable | str) -> None:
         """Run a reactor now, and whatever stale reactors produce what it receives.
 
@@ -196,7 +226,14 @@ class Plant:
         PyPlantError
             for a missing ingredient, a cycle, two producers of one name, ...
         """
-        with self._run_lock:
+        thread = threading.get_ident()
+        if thread in self._running:
+            raise ReentrantRunError(
+                f"run_reactor('{_reactor.reactor_name(reactorToRun)}') was called while this plant is "
+                f"running reactors in the same thread (a reactor calling run_reactor on its own plant?); "
+                f"receive the ingredient with 'yield pipe.receive(...)' instead",
+                reactor=_reactor.reactor_name(reactorToRun))
+        with self._run_lock:  # other threads wait: one run_reactor at a time per plant
             self._refresh_reactors()
             name = _reactor.reactor_name(reactorToRun)
             if callable(reactorToRun) and _reactor.is_reactor(reactorToRun) \
@@ -207,11 +244,32 @@ class Plant:
                 raise UnknownReactorError(f"no reactor '{name}' was added to the plant (known: "
                                           f"{', '.join(sorted(self.reactors)) or 'none'})", reactor=name)
             self._decisions = {}
+            self._running.add(thread)
             try:
                 Scheduler(self).run(name)
+            except BaseException:
+                self._after_run(failed=True)
+                raise
+            else:
+                self._after_run(failed=False)
             finally:
-                self.warehouse.metadata.update_lease(self._lease, self._held())
+                self._running.discard(thread)
 
+    def _after_run(self, failed: bool) -> None:
+        """Release what an interrupt may have left held (no I/O, cannot fail on a full disk),
+        then, after a successful run, shrink the lease to what the plant still holds. After a
+        failed run the lease keeps everything (a superset is safe), so that no error of ours
+        can replace the reactor's."""
+        self.warehouse.metadata.recover()
+        self.warehouse.lease.recover()
+        if failed:
+            return
+        try:
+            self.warehouse.lease.compact(self._held())
+        except OSError as exc:  # the journal stays a superset: safe
+            self.logger.warning("could not compact the lease of %s: %s", self.plantDir, exc)
+
+    @_open_only
     def force(self, *reactors: Callable | str) -> None:
         """Run these reactors on the next ``run_reactor``, and every reactor that depends on
         them, even when their traces verify (and even when their outputs come out equal).
@@ -231,6 +289,7 @@ class Plant:
                                           f"{static.did_you_mean(name, known)}", reactor=name)
             self._forced.add(name)
 
+    @_open_only
     def invalidate_ingredient(self, name: str) -> int:
         """Forget every trace that sent ``name``, so its producer runs again next time.
 
@@ -243,7 +302,10 @@ class Plant:
         IngredientNotFoundError
             when no reactor ever produced ``name`` in this plant directory (with the closest
             known name).
+        IngredientNameError
+            for a name that cannot be an ingredient name.
         """
+        check_name(name, None)
         meta = self.warehouse.metadata
         self._last_run.pop(name, None)
         producer = meta.producer(name)
@@ -262,6 +324,7 @@ class Plant:
                          name, dropped, producer)
         return dropped
 
+    @_open_only
     def gc(self, keep_last: int | None = None, max_bytes: int | None = None) -> GCResult:
         """Delete old versions; returns what was freed (``.traces``, ``.files``, ``.bytes``).
 
@@ -275,8 +338,13 @@ class Plant:
         return result
 
     def _held(self) -> list[str]:
-        return [location for _, _, location in self._values if location]
+        """Locations of the versions this plant holds: loaded values, and what its last run
+        used (``fetch_ingredient`` may load it later)."""
+        held = {location for _, _, location in self._values if location}
+        held.update(v.location for v in self._last_run.values() if v.location)
+        return sorted(held)
 
+    @_open_only
     def explain(self, reactor: Callable | str | None = None) -> dict[str, str] | str:
         """Why each reactor of the last ``run_reactor`` ran: {reactor: reason}.
 
@@ -289,11 +357,14 @@ class Plant:
             return dict(self._decisions)
         return self._decisions[_reactor.reactor_name(reactor)]
 
+    @_open_only
     def fetch_ingredient(self, name: str) -> Any:
         """The value of ingredient ``name`` from this session or its latest stored version.
 
-        Raises ``IngredientNotFoundError`` when it was never produced.
+        Raises ``IngredientNotFoundError`` when it was never produced, ``IngredientNameError``
+        for a name that cannot be an ingredient name.
         """
+        check_name(name, None)
         return Scheduler(self).latest_value(name)
 
     def _input_recorder(self) -> tracking.InputRecorder | None:
@@ -315,10 +386,12 @@ class Plant:
 
     # --- events ---
 
+    @_open_only
     def add_event_listener(self, eventType: "Plant.EventType", callback: Callable) -> None:
         """Call ``callback(eventType, reactorName[, func])`` synchronously on each event."""
         self._listeners.setdefault(eventType, []).append(callback)
 
+    @_open_only
     def remove_event_listener(self, callback: Callable) -> None:
         for listeners in self._listeners.values():
             while callback in listeners:
@@ -339,10 +412,12 @@ class Plant:
         return {"reactor": node.name, "started": started, "duration": duration, "ran": ran,
                 "reason": record.reason}
 
+    @_open_only
     def get_execution_history(self) -> dict[str, ExecutionRecord]:
         """{reactor name: ExecutionRecord} of the reactors run or verified by this plant."""
         return dict(self._history)
 
+    @_open_only
     def print_execution_history(self, printFn: Callable[[str], Any] = print) -> None:
         """Print one row per reactor: ran or cached, time in seconds, and why it ran."""
         records = sorted(self._history.values(), key=lambda r: r.startTime)
@@ -381,5 +456,7 @@ def _open_warehouse(plant_dir: str, durable: bool, logger: logging.Logger) -> Wa
         raise PlantDirError(f"plant directory {plant_dir!r} is not writable: {exc}") from exc
     try:
         return Warehouse(plant_dir, durable, logger)
-    except (OSError, lmdb.Error) as exc:
+    except (OSError, lmdb.Error) as exc:  # PlantDirError is an OSError: re-raised as it is
+        if isinstance(exc, PlantDirError):
+            raise
         raise PlantDirError(f"cannot open the warehouse in {plant_dir!r}: {exc}") from exc

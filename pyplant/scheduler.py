@@ -338,6 +338,8 @@ class Scheduler:
                     except BaseException as exc:  # the original error matters more
                         self.plant.logger.warning("reactor '%s' raised while closing: %r", node.name, exc)
                 self._free(run, [(k, s) for k, s, _ in run.allocations.values()] + run.temps)
+                for stored in run.outputs.values():  # files and specs of an unfinished version
+                    self.warehouse.free(stored.version)
                 self._drop_outputs(node)
             node.status, node.run = Status.NEW, None
         self.stack.clear()
@@ -678,9 +680,11 @@ class Scheduler:
                 f"pipe.receive('{value.name}') as its value: a yield is missing; write "
                 f"`x = yield pipe.receive('{value.name}')`", reactor=run.name, ingredient=name)
         self._check_single_producer(run, name)
-        key = key or self.warehouse.infer_type(value)
-        self.warehouse.check_type(key)
         allocated = run.allocations.pop(name, None)
+        if key is None:  # the allocated value itself (its path) keeps its allocated type
+            key = allocated[0] if allocated and _is_allocated(value, allocated[2]) \
+                else self.warehouse.infer_type(value)
+        self.warehouse.check_type(key)
         try:
             stored = self.warehouse.store(name, value, key, allocated[1] if allocated else None,
                                           reactor=run.name)
@@ -702,9 +706,9 @@ class Scheduler:
             self._check_single_producer(run, name)
         try:
             value, storage = self.warehouse.allocate(name, key, temp=temp, **kwargs)
-        except AllocationError as exc:
-            raise AllocationError(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
-                                  reactor=run.name, ingredient=name) from exc
+        except (AllocationError, WarehouseError) as exc:
+            raise type(exc)(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
+                            reactor=run.name, ingredient=name) from exc
         except Exception as exc:
             exc.add_note(f"(while reactor '{run.name}' allocated ingredient '{name}')")
             raise
@@ -797,6 +801,14 @@ def code_change_reason(reactor: str, label: str, before: str | None, now: str | 
     noun = {"fn": "function", "cls": "class", "const": "constant", "sub": "subreactor", "obj": "object",
             "name": "name"}.get(kind, kind)
     return f"code changed: {noun} {what}"
+
+
+def _is_allocated(value: Any, allocated: Any) -> bool:
+    """True when ``value`` is what ``allocate`` returned (the object, or the same path)."""
+    if value is allocated:
+        return True
+    return isinstance(value, (str, os.PathLike)) and isinstance(allocated, str) \
+        and os.fspath(value) == allocated
 
 
 def version_key(version: Version) -> tuple[str, str, str | None]:

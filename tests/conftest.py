@@ -160,13 +160,26 @@ def write_script(path: Path, body: str) -> Path:
     return path
 
 
+def child_env(**extra: str) -> dict:
+    """The environment of a child process: the repository on PYTHONPATH.
+
+    Under mutation testing (mutmut), a child of the statistics pass runs unmutated code
+    without recording hits (it could not find mutmut's configuration from its own working
+    directory); children of mutant runs inherit the mutant under test.
+    """
+    env = dict(os.environ)
+    if env.get("MUTANT_UNDER_TEST") == "stats":
+        del env["MUTANT_UNDER_TEST"]
+    env.update(extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
 def run_script(script: Path, plant_dir: Path, *args: str, expect_ok: bool = True,
                timeout: float = 120, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``script`` in a new Python process with the repository on PYTHONPATH."""
-    env = dict(os.environ)
-    env.update(env_extra or {})
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env = child_env(**(env_extra or {}))
     proc = subprocess.run([sys.executable, str(script), str(plant_dir), *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=str(script.parent))
     if expect_ok and proc.returncode != 0:

@@ -243,6 +243,8 @@ def reactor_names(sizes: Sizes) -> list[str]:
 
 def subprocess_env(import_root: Path = REPO_ROOT) -> dict[str, str]:
     env = dict(os.environ)
+    if env.get("MUTANT_UNDER_TEST") == "stats":  # see conftest.child_env
+        del env["MUTANT_UNDER_TEST"]
     env["PYTHONPATH"] = os.pathsep.join([str(import_root)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
@@ -276,6 +278,20 @@ def _wait_ready(proc: subprocess.Popen, log: Path, timeout: float) -> None:
         except FileNotFoundError:
             pass
         time.sleep(0.002)
+
+
+def _kill_when_logged(proc: subprocess.Popen, log: Path, line: str, sig: int, timeout: float) -> bool:
+    """Send ``sig`` as soon as ``line`` is in the log; False when the process ended first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if line in log.read_text().splitlines():
+                proc.send_signal(sig)
+                return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.001)
+    return False
 
 
 @dataclass
@@ -339,9 +355,11 @@ class Workload:
         self.count = 0
 
     def run(self, plant_dir: Path, config: dict, kill_after: float | None = None,
-            sig: int = signal.SIGKILL, timeout: float = 600, env: dict | None = None) -> Run:
+            sig: int = signal.SIGKILL, timeout: float = 600, env: dict | None = None,
+            kill_when: str | None = None) -> Run:
         """Run once; with ``kill_after``, send ``sig`` that many seconds after the workload is
-        ready (imports done, the plant about to open), if it is still running."""
+        ready (imports done, the plant about to open), if it is still running; with
+        ``kill_when``, as soon as that line appears in its log (an event, not a time)."""
         self.count += 1
         tag = f"run{self.count:05d}"
         log, out, err = (self.workdir / f"{tag}.{ext}" for ext in ("log", "out", "err"))
@@ -354,7 +372,9 @@ class Workload:
                                      json.dumps(config)], stdout=fout, stderr=ferr, env={**self.env, **(env or {})},
                                     cwd=str(self.workdir))
             try:
-                if kill_after is not None:
+                if kill_when is not None:
+                    signalled = _kill_when_logged(proc, log, kill_when, sig, timeout)
+                elif kill_after is not None:
                     _wait_ready(proc, log, timeout)
                     try:
                         proc.wait(timeout=kill_after)

@@ -55,12 +55,19 @@ def pause():
 
 
 def hold_after_send():
-    """With SEND_MARK set: say so in that file, then sleep SEND_SLEEP seconds."""
+    """With SEND_MARK set: say so in that file, then wait until the file SEND_GO exists (a
+    barrier the test releases), or SEND_SLEEP seconds when no SEND_GO is given."""
     mark = os.environ.get("SEND_MARK")
     if mark:
         with open(mark, "w") as f:
             f.write("sent")
-        time.sleep(float(os.environ["SEND_SLEEP"]))
+        go = os.environ.get("SEND_GO")
+        if go:
+            deadline = time.monotonic() + 300
+            while not os.path.exists(go) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        else:
+            time.sleep(float(os.environ["SEND_SLEEP"]))
 
 
 @ReactorFunc
@@ -360,24 +367,36 @@ plant.shutdown()
 
 
 def gc_while_reactor_holds_reused_blob(tmp_path, plant_dir, pause: str, target: str = "target_b") -> str | None:
-    """One scenario (see the tests below); returns what went wrong, or None."""
-    sent0, sent1 = tmp_path / "sent0", tmp_path / "sent1"
-    for path in (sent0, sent1):
+    """One scenario (see the tests below); returns what went wrong, or None.
+
+    B waits at a barrier (a file) after sending, so GC always runs while B's reactor is
+    running; every stored file is aged an hour first, so that no mtime protects the reused
+    blob: only B's lease may.
+    """
+    sent0, sent1, go = tmp_path / "sent0", tmp_path / "sent1", tmp_path / "go"
+    for path in (sent0, sent1, go):
         path.unlink(missing_ok=True)
     killed = Proc(tmp_path, plant_dir, "target_b", CONFIG, SEND_MARK=str(sent0), SEND_SLEEP="60")
     wait_for(sent0, killed.popen)
     killed.popen.kill()
     killed.popen.communicate()
-    time.sleep(0.05)
-    b = Proc(tmp_path, plant_dir, target, CONFIG, SEND_MARK=str(sent1), SEND_SLEEP="1",
+    b = Proc(tmp_path, plant_dir, target, CONFIG, SEND_MARK=str(sent1), SEND_GO=str(go),
              CONC_PAUSE=pause)
-    wait_for(sent1, b.popen)
-    gc_script = tmp_path / "gc_plant.py"
-    gc_script.write_text(textwrap.dedent(GC_SCRIPT))
-    collected = subprocess.run([sys.executable, str(gc_script), str(plant_dir)], capture_output=True,
-                               text=True, env=subprocess_env(), cwd=str(tmp_path), timeout=60)
-    assert collected.returncode == 0, collected.stderr
-    assert b.popen.poll() is None, "B finished before gc ran: the test proves nothing"
+    try:
+        wait_for(sent1, b.popen)
+        old = time.time() - 3600
+        for top in ("blobs", "files", "specs"):
+            for path in (Path(plant_dir) / top).rglob("*"):
+                if path.is_file():
+                    os.utime(path, (old, old))
+        gc_script = tmp_path / "gc_plant.py"
+        gc_script.write_text(textwrap.dedent(GC_SCRIPT))
+        collected = subprocess.run([sys.executable, str(gc_script), str(plant_dir)], capture_output=True,
+                                   text=True, env=subprocess_env(), cwd=str(tmp_path), timeout=120)
+        assert collected.returncode == 0, collected.stderr
+        assert b.popen.poll() is None, "B finished before gc ran: the test proves nothing"
+    finally:
+        go.touch()
     b.wait()
     later = run_once(tmp_path, plant_dir, "target_slow", CONFIG)  # 'slow' loads 'base'
     warnings = [r["message"] for r in later["records"] if r["level"] in ("WARNING", "ERROR")]
@@ -398,12 +417,10 @@ def test_gc_in_another_process_keeps_what_a_running_reactor_sent(tmp_path):
 
 def test_gc_spares_blob_reused_right_after_plant_opened(tmp_path):
     """The same, with B running 'base' as its target, so that it sends within a millisecond
-    or two of opening the plant; twelve times: the reused blob must survive every time. (File
-    times come from the kernel's coarse clock, up to a tick behind time.time(): a blob
-    touched in the tick in which a plant opened can look older than that plant.)"""
+    or two of opening the plant; five times: the reused blob must survive every time."""
     problems = [gc_while_reactor_holds_reused_blob(tmp_path, tmp_path / f"plant{i}", pause="0",
-                                                   target="base") for i in range(12)]
-    assert problems == [None] * 12, problems
+                                                   target="base") for i in range(5)]
+    assert problems == [None] * 5, problems
 
 
 # --- the write lock ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from pyplant import Plant, ReactorFunc
 from pyplant.errors import IngredientNotFoundError, UnknownReactorError
 
-from conftest import REPO_ROOT, result_of, run_script, write_script
+from conftest import result_of, run_script, write_script
 
 
 def pipeline():
@@ -390,23 +390,22 @@ def test_gc_max_bytes_prefers_recently_used_over_recently_made(gc_runs):
 
 
 def test_gc_never_deletes_what_a_live_plant_in_another_process_holds(gc_runs):
-    """A plant in another process that loaded A keeps A's blob through gc(keep_last=1)."""
+    """A plant in another process that loaded A keeps A's blob through gc(keep_last=1), even
+    though C ran after it (so A's trace is not the latest: only the holder's lease keeps it)."""
+    from conftest import child_env
     gc_runs("A")
     blob_a = blob_files(gc_runs.plant_dir)
     assert len(blob_a) == 1
     gc_runs("B")
     blob_b = blob_files(gc_runs.plant_dir) - blob_a
     assert len(blob_b) == 1
-    gc_runs("C")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
     holder = subprocess.Popen(
         [sys.executable, str(gc_runs.script), str(gc_runs.plant_dir), "A", "hold"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        cwd=str(gc_runs.script.parent))
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=child_env(), cwd=str(gc_runs.script.parent))
     try:
         assert holder.stdout.readline().strip() == "READY"
+        gc_runs("C")  # the latest trace now: A's is kept only because the holder holds it
         age_files(gc_runs.plant_dir)
         result = collect(gc_runs.plant_dir, keep_last=1)
         assert result.files >= 1

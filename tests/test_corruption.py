@@ -379,3 +379,42 @@ def test_plant_dir_not_writable(tmp_path, monkeypatch):
     with pytest.raises(PlantDirError) as info:
         Plant(str(path))
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("replacement", [
+    pytest.param({"shape": (5, 3), "dtype": np.float32}, id="other-shape"),
+    pytest.param({"shape": (4, 3), "dtype": np.int16}, id="other-dtype"),
+])
+def test_hdf_file_replaced_by_another_shape_or_dtype_is_recomputed(open_plant, hasher, caplog, replacement):
+    """An HDF file replaced by a valid HDF file of another shape or dtype fails the shape and
+    dtype check on load: its producer re-runs (warning naming the ingredient) and consumers get
+    the right array, never the replacement."""
+    import h5py
+    expected = np.arange(12, dtype=np.float32).reshape(4, 3)
+    seen = Box()
+
+    @ReactorFunc
+    def producer(pipe):
+        ds = pipe.allocate("data", specs.HdfArraySpec, shape=(4, 3), dtype=np.float32)
+        ds[...] = np.arange(12, dtype=np.float32).reshape(4, 3)
+
+    @ReactorFunc
+    def other(pipe):
+        pipe.send("side", np.arange(10, dtype=np.int64))
+
+    @ReactorFunc
+    def target(pipe):
+        data = yield pipe.receive("data")
+        side = yield pipe.receive("side")
+        seen["data"] = np.array(data[...])
+        pipe.send("result", int(np.asarray(side).sum()))
+
+    def damage(plant_dir):
+        (path,) = glob.glob(os.path.join(plant_dir, "specs", "*.hdf"))
+        os.remove(path)
+        with h5py.File(path, "w") as f:
+            f.create_dataset("data", data=np.full(replacement["shape"], 7, dtype=replacement["dtype"]))
+
+    _, events = damage_and_rerun(open_plant, hasher, caplog, [target, producer, other], damage)
+    assert_repaired(events, seen, expected, caplog)
+    assert seen["data"].dtype == np.float32

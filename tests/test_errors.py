@@ -42,12 +42,48 @@ def test_ingredient_nobody_produces(open_plant):
         v = yield pipe.receive("missing_thing")
         pipe.send("out", v)
 
+    @ReactorFunc
+    def dynamic(pipe):
+        for i in range(2):
+            pipe.send(f"part{i}", i)  # names built at run time: it might send anything
+
     plant, _ = open_plant(reactors=[needy, unrelated])
     with pytest.raises(IngredientNotFoundError) as info:
         plant.run_reactor(needy)
     message = str(info.value)
     assert "needy" in message and "missing_thing" in message
     assert info.value.reactor == "needy" and info.value.ingredient == "missing_thing"
+    assert info.value.tried == []  # found before any work: no source sends it
+    assert "tried: none;" in message
+
+    plant, _ = open_plant(reactors=[needy, unrelated, dynamic], directory=plant.plantDir + "-2")
+    with pytest.raises(IngredientNotFoundError) as info:
+        plant.run_reactor(needy)
+    assert info.value.tried == ["dynamic"]  # only the reactor that may send it was started
+    assert "tried: dynamic;" in str(info.value)
+
+
+def test_dependency_cycle_names_it_a_to_b_to_a(open_plant):
+    """Two reactors each waiting for the other's ingredient raise DependencyCycleError whose
+    message shows the cycle as 'ping -> pong -> ping' and whose ``cycle`` lists it."""
+    from pyplant.errors import DependencyCycleError
+
+    @ReactorFunc
+    def ping(pipe):
+        y = yield pipe.receive("pong_value")
+        pipe.send("ping_value", y)
+
+    @ReactorFunc
+    def pong(pipe):
+        x = yield pipe.receive("ping_value")
+        pipe.send("pong_value", x)
+
+    plant, _ = open_plant(reactors=[ping, pong])
+    with pytest.raises(DependencyCycleError, match=r"dependency cycle: ping -> pong -> ping ") as info:
+        plant.run_reactor(ping)
+    assert info.value.cycle == ["ping", "pong", "ping"]
+    assert info.value.ingredient == "ping_value"
+    assert isinstance(info.value, RuntimeError)
 
 
 def test_fetch_unknown_ingredient(open_plant):
@@ -327,3 +363,262 @@ def test_producer_removed_from_plant(open_plant):
     with pytest.raises(IngredientNotFoundError) as info:
         plant2.run_reactor(consumer)
     assert "consumer" in str(info.value) and "gone" in str(info.value)
+
+
+# --- ingredient names that cannot be stored ---------------------------------------------------
+
+from pyplant import Ingredient  # noqa: E402
+from pyplant.errors import (IngredientNameError, IngredientNameTypeError,  # noqa: E402
+                            PlantClosedError, ReentrantRunError)
+
+BAD_NAMES = [
+    pytest.param("", IngredientNameError, id="empty"),
+    pytest.param("x" * 512, IngredientNameError, id="512-bytes"),
+    pytest.param("ü" * 256, IngredientNameError, id="512-bytes-utf8"),
+    pytest.param("a\0b", IngredientNameError, id="nul"),
+    pytest.param("bad\ud800surrogate", IngredientNameError, id="lone-surrogate"),
+    pytest.param(b"bytes", IngredientNameTypeError, id="bytes"),
+    pytest.param(123, IngredientNameTypeError, id="int"),
+    pytest.param(None, IngredientNameTypeError, id="none"),
+    pytest.param(("t",), IngredientNameTypeError, id="tuple"),
+]
+
+OPERATIONS = ["send", "allocate-file", "allocate-hdf", "allocate_temp", "receive"]
+
+
+def stored_files(plant_dir):
+    import os
+    found = []
+    for top in ("blobs", "files", "specs"):
+        for root, _, names in os.walk(os.path.join(plant_dir, top)):
+            found += [os.path.join(root, n) for n in names]
+    return sorted(found)
+
+
+@pytest.mark.parametrize("op", OPERATIONS)
+@pytest.mark.parametrize("name, error", BAD_NAMES)
+def test_unstorable_ingredient_name_is_refused_at_the_call(open_plant, name, error, op):
+    """An ingredient name that cannot be stored (empty, over 511 bytes, NUL, not encodable,
+    not a str) raises IngredientNameError (IngredientNameTypeError, also a TypeError, for a
+    non-str) naming the reactor and the ingredient at the send/allocate/receive call itself,
+    before the rest of the reactor body runs and before any file is created; what finished
+    before stays cached."""
+    after_call = []
+
+    @ReactorFunc
+    def good(pipe):
+        pipe.send("good", np.arange(3))
+
+    @ReactorFunc
+    def bad(pipe):
+        yield pipe.receive("good")
+        if op == "send":
+            pipe.send(name, 1)
+        elif op == "allocate-file":
+            pipe.allocate(name, Ingredient.Type.file)
+        elif op == "allocate-hdf":
+            pipe.allocate(name, specs.HdfArraySpec, shape=(2,), dtype="int8")
+        elif op == "allocate_temp":
+            pipe.allocate_temp(name, specs.HdfArraySpec, shape=(2,), dtype="int8")
+        else:
+            yield pipe.receive(name)
+        after_call.append(1)
+
+    plant, events = open_plant(reactors=[bad, good])
+    files_before = None
+    for attempt in range(2):  # a retry leaves no orphan either
+        with pytest.raises(error) as info:
+            plant.run_reactor(bad)
+        files_before = files_before or stored_files(plant.plantDir)
+        assert stored_files(plant.plantDir) == files_before
+    assert isinstance(info.value, ValueError if error is IngredientNameError else TypeError)
+    assert "'bad'" in str(info.value) and info.value.reactor == "bad"
+    assert repr(name)[:40] in str(info.value) or str(name)[:40] in str(info.value)
+    assert after_call == []
+    plant.shutdown()
+    plant2, events2 = open_plant(reactors=[bad, good])
+    with pytest.raises(error):
+        plant2.run_reactor(bad)
+    assert events2.started == ["bad"]  # 'good' stayed cached
+
+
+@pytest.mark.parametrize("name, error", BAD_NAMES)
+def test_fetch_ingredient_with_an_unstorable_name(open_plant, name, error):
+    """fetch_ingredient of such a name raises the same error, not a raw LMDB error."""
+    plant, _ = open_plant()
+    with pytest.raises(error):
+        plant.fetch_ingredient(name)
+
+
+def test_longest_storable_name_works(open_plant):
+    """A name of exactly 511 bytes in UTF-8 is stored and received (the limit is exact)."""
+    name = "n" * 511
+
+    @ReactorFunc
+    def producer(pipe):
+        pipe.send(name, {"ok": True})
+
+    @ReactorFunc
+    def consumer(pipe):
+        v = yield pipe.receive(name)
+        pipe.send("out", v["ok"])
+
+    plant, _ = open_plant(reactors=[consumer, producer])
+    plant.run_reactor(consumer)
+    plant.shutdown()
+    plant2, events = open_plant(reactors=[consumer, producer])
+    plant2.run_reactor(consumer)
+    assert events.started == ["consumer"]
+    assert plant2.fetch_ingredient("out") is True
+
+
+# --- a closed plant, and run_reactor from inside a run ------------------------------------------
+
+def every_method_call(plant, reactor):
+    return {
+        "run_reactor": lambda: plant.run_reactor(reactor),
+        "fetch_ingredient": lambda: plant.fetch_ingredient("v"),
+        "gc": lambda: plant.gc(),
+        "invalidate_ingredient": lambda: plant.invalidate_ingredient("v"),
+        "force": lambda: plant.force(reactor),
+        "explain": lambda: plant.explain(),
+        "set_config": lambda: plant.set_config({"a": 1}),
+        "get_config_object": lambda: plant.get_config_object(),
+        "mark_params_as_auxiliary": lambda: plant.mark_params_as_auxiliary(["a"]),
+        "add_reactors": lambda: plant.add_reactors(reactor),
+        "add_reactor": lambda: plant.add_reactor(reactor),
+        "add_all_visible_reactors": lambda: plant.add_all_visible_reactors(),
+        "get_reactors": lambda: plant.get_reactors(),
+        "add_event_listener": lambda: plant.add_event_listener(Plant.EventType.reactor_started, print),
+        "remove_event_listener": lambda: plant.remove_event_listener(print),
+        "get_execution_history": lambda: plant.get_execution_history(),
+        "print_execution_history": lambda: plant.print_execution_history(),
+    }
+
+
+@pytest.mark.parametrize("how", ["shutdown", "with-block"])
+def test_every_method_of_a_closed_plant_raises_plant_closed_error(plant_dir, how):
+    """After shutdown() or the end of the with block every method raises PlantClosedError
+    (a RuntimeError) naming the method; shutdown() again is harmless."""
+    ran = []
+
+    @ReactorFunc
+    def r(pipe):
+        ran.append(1)
+        pipe.send("v", 1)
+
+    if how == "shutdown":
+        plant = Plant(str(plant_dir))
+        plant.add_reactors(r)
+        plant.run_reactor(r)
+        plant.shutdown()
+    else:
+        with Plant(str(plant_dir)) as plant:
+            plant.add_reactors(r)
+            plant.run_reactor(r)
+    ran.clear()
+    for method, call in every_method_call(plant, r).items():
+        with pytest.raises(PlantClosedError, match=method):
+            call()
+    assert isinstance(PlantClosedError("x"), RuntimeError)
+    assert ran == []
+    plant.shutdown()
+
+
+def test_closed_plant_runs_nothing_while_another_plant_is_open(plant_dir):
+    """Another Plant on the same directory keeps the metadata open: the closed plant still
+    refuses to run (its reactor never starts, nothing is committed)."""
+    ran = []
+
+    @ReactorFunc
+    def r(pipe, config):
+        ran.append(config.k)
+        pipe.send("v", config.k)
+
+    first = Plant(str(plant_dir))
+    second = Plant(str(plant_dir))
+    first.add_reactors(r)
+    first.set_config({"k": 1})
+    first.shutdown()
+    with pytest.raises(PlantClosedError):
+        first.run_reactor(r)
+    assert ran == []
+    second.add_reactors(r)
+    second.set_config({"k": 2})
+    with pytest.raises(LookupError):
+        second.fetch_ingredient("v")
+    second.run_reactor(r)
+    assert second.fetch_ingredient("v") == 2
+    second.shutdown()
+
+
+def test_reactor_calling_run_reactor_on_its_own_plant(open_plant):
+    """A reactor that calls run_reactor on the plant running it gets ReentrantRunError naming
+    the reactor (not a RecursionError); reactors finished before stay cached, and the plant
+    runs normally afterwards."""
+    holder = {}
+
+    @ReactorFunc
+    def base(pipe):
+        pipe.send("base", 1)
+
+    @ReactorFunc
+    def nested(pipe):
+        b = yield pipe.receive("base")
+        holder["plant"].run_reactor("nested")
+        pipe.send("nested", b)
+
+    @ReactorFunc
+    def fine(pipe):
+        b = yield pipe.receive("base")
+        pipe.send("fine", b + 1)
+
+    plant, events = open_plant(reactors=[nested, fine, base])
+    holder["plant"] = plant
+    with pytest.raises(ReentrantRunError, match="nested") as info:
+        plant.run_reactor(nested)
+    assert isinstance(info.value, RuntimeError)
+    events.log.clear()
+    plant.run_reactor(fine)
+    assert events.started == ["fine"]
+    assert plant.fetch_ingredient("fine") == 2
+
+
+def test_full_disk_while_a_reactor_raises_shows_the_reactors_error(open_plant, monkeypatch):
+    """The disk fills up just as a reactor raises: run_reactor raises the reactor's own
+    exception (not a disk error from the cleanup); the plant works again once there is space."""
+    import errno
+    import os as os_module
+
+    from pyplant.warehouse import metadata as metadata_module
+    full = {"on": False}
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_write_txn, real_write, real_replace = (metadata_module.MetadataStore._write, os_module.write,
+                                                os_module.replace)
+    monkeypatch.setattr(metadata_module.MetadataStore, "_write",
+                        lambda self: no_space() if full["on"] else real_write_txn(self))
+    monkeypatch.setattr(os_module, "write", lambda *a: no_space() if full["on"] else real_write(*a))
+    monkeypatch.setattr(os_module, "replace", lambda *a, **k: no_space() if full["on"] else real_replace(*a, **k))
+
+    @ReactorFunc
+    def first(pipe):
+        pipe.send("first", np.arange(4))
+
+    @ReactorFunc
+    def failing(pipe):
+        x = yield pipe.receive("first")
+        full["on"] = True
+        raise BoomError(f"the reactor's own error ({int(x.sum())})")
+
+    plant, _ = open_plant(reactors=[failing, first])
+    with pytest.raises(BoomError, match="own error"):
+        plant.run_reactor(failing)
+    full["on"] = False
+    plant.shutdown()
+    plant2, events = open_plant(reactors=[failing, first])
+    with pytest.raises(BoomError):
+        plant2.run_reactor(failing)
+    assert events.started == ["failing"]  # 'first' committed before the disk filled up

@@ -166,14 +166,39 @@ def make_x(pipe):
     assert started == ["final"]
 
 
+def consumed_step(tmp_path, plant_dir, module_name, source):
+    """Run 'final', which receives 'y' from 'step': 'step' is verified, not forced to run."""
+    Plant._clear_global_state()
+    module = load(tmp_path, module_name, source + '''
+
+@ReactorFunc
+def make_x(pipe):
+    pipe.send("x", 1)
+
+@ReactorFunc
+def final(pipe):
+    y = yield pipe.receive("y")
+    pipe.send("final", y)
+''')
+    started = []
+    with Plant(str(plant_dir)) as plant:
+        plant.add_event_listener(Plant.EventType.reactor_started, lambda e, n, f: started.append(n))
+        plant.add_reactors(module.final, module.step, module.make_x)
+        plant.run_reactor("final")
+        result = plant.fetch_ingredient("final")
+    return started, result
+
+
 def test_plant_reruns_after_real_edit(tmp_path):
-    """A reactor whose code really changed runs again, and its consumer sees the new value."""
+    """A reactor whose code really changed runs again when only consumed (it is not the
+    target), and its consumer sees the new value; unchanged, it is verified, not run."""
     plant_dir = tmp_path / "plant"
-    _, result = plant_with(tmp_path, plant_dir, "r_base", BASE)
-    assert result == 2
-    started, result = plant_with(tmp_path, plant_dir, "r_changed", CHANGED_VARIANTS["constant"])
-    assert result == 3
-    assert "step" in started
+    started, result = consumed_step(tmp_path, plant_dir, "r_base", BASE)
+    assert (sorted(started), result) == (["final", "make_x", "step"], 2)
+    started, result = consumed_step(tmp_path, plant_dir, "r_base_again", BASE)
+    assert (started, result) == (["final"], 2)
+    started, result = consumed_step(tmp_path, plant_dir, "r_changed", CHANGED_VARIANTS["constant"])
+    assert (started, result) == (["final", "step"], 3)
 
 
 RELOAD_SOURCE = '''

@@ -353,3 +353,23 @@ def test_sigint_at_random_moments(tmp_path):
     assert (counters.corrupt, counters.stale, counters.lost) == (0, 0, 0), \
         counters.line() + f" (landed in {counters.phases})\n\n" + "\n\n".join(counters.details)
     assert leftovers == []
+
+
+# --- an interrupt at every line of the commit path and of shutdown() -------------------------------
+
+@pytest.mark.parametrize("mode, every", [("commit", 50), ("close", 8)])
+def test_interrupt_at_sampled_lines_of_commit_and_close(tmp_path, mode, every):
+    """KeyboardInterrupt delivered (by a sys.settrace hook) at sampled line events of the
+    commit path (the scheduler's _finish and everything it calls, LMDB write lock included)
+    and of Plant.shutdown(): each time the same process runs the plant again, another process
+    opens it and commits, nothing hangs (watchdog), and every trace listed is complete.
+    ``PYPLANT_THOROUGH=1 python -m tests.interrupt_probe DIR commit|close`` tries every line."""
+    env = subprocess_env()
+    env.pop("PYPLANT_THOROUGH", None)
+    proc = subprocess.run([sys.executable, "-m", "tests.interrupt_probe", str(tmp_path / "plant"), mode,
+                           "--every", str(every)], capture_output=True, text=True, env=env,
+                          cwd=str(Path(__file__).resolve().parents[1]), timeout=900)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert last.startswith("positions: ") and "hangs: 0, errors: 0" in last, last
+    assert int(last.split()[1].rstrip(",")) >= 10, last

@@ -1,6 +1,8 @@
 """Running, scheduling, events and execution history of a Plant (in one process)."""
 from __future__ import annotations
 
+import re
+
 import importlib.util
 import time
 
@@ -435,7 +437,8 @@ def test_execution_history_records(open_plant):
     rec = history["slow"]
     assert rec.reactorName == "slow"
     assert rec.wasRun is True
-    assert isinstance(rec.reason, str) and rec.reason
+    assert rec.reason == "no trace yet"
+    assert history["fast"].reason == "target of run_reactor"
     assert before <= rec.startTime <= rec.finishTime <= after
     assert 0.04 <= rec.totalRuntime <= after - before
     # the time 'fast' spent waiting for 'slow' is not its own runtime
@@ -455,16 +458,26 @@ def test_execution_history_marks_cached_reactors(open_plant):
     assert history["a"].totalRuntime == 0
 
 
-def test_print_execution_history(open_plant):
-    """print_execution_history prints a row naming each reactor through printFn."""
+def test_print_execution_history(open_plant, hasher):
+    """print_execution_history prints a header, one row per reactor (name, ran or cached,
+    seconds, why it ran) and a summary line through printFn."""
     a, b, c = chain_abc()
+    plant, _ = open_plant(reactors=[a, b, c])
+    plant.run_reactor(c)
+    plant.shutdown()
+    hasher.bump("b")
     plant, _ = open_plant(reactors=[a, b, c])
     plant.run_reactor(c)
     lines = []
     plant.print_execution_history(lines.append)
     text = "\n".join(lines)
-    for name in ("a", "b", "c"):
-        assert any(line.split()[:1] == [name] for line in lines), text
+    assert lines[0].split() == ["reactor", "status", "seconds", "reason"], text
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert set(rows) == {"a", "b", "c"}, text
+    assert rows["a"].split()[1] == "cached" and rows["a"].rstrip().endswith("0.000"), text
+    assert rows["b"].split()[1] == "ran" and rows["b"].endswith("code changed: reactor 'b'"), text
+    assert rows["c"].split()[1] == "ran" and rows["c"].endswith("target of run_reactor"), text
+    assert re.match(r"^2 ran, 1 cached, \d+\.\d{3} s in reactors \(\d\d:\d\d:\d\d\)$", lines[-1]), text
 
 
 def test_print_execution_history_default_prints(open_plant, capsys):
@@ -473,8 +486,9 @@ def test_print_execution_history_default_prints(open_plant, capsys):
     plant, _ = open_plant(reactors=[a, b, c])
     plant.run_reactor(b)
     plant.print_execution_history()
-    out = capsys.readouterr().out
-    assert "a" in out.split() and "b" in out.split()
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out[1:3]] == [["b", "ran"], ["a", "ran"]], out
+    assert out[-1].startswith("2 ran, 0 cached"), out
 
 
 # --- scheduling ------------------------------------------------------------------------------
@@ -505,7 +519,8 @@ def test_code_change_reruns_reactor_and_consumers_whose_input_changed(open_plant
     plant2.run_reactor(c)
     assert events.started == ["c", "a", "b"]
     assert plant2.fetch_ingredient("c") == 60
-    assert "code" in plant2.get_execution_history()["a"].reason
+    assert plant2.get_execution_history()["a"].reason == "code changed: reactor 'a'"
+    assert plant2.get_execution_history()["b"].reason == "input 'a' changed"
 
 
 def test_early_cutoff_on_identical_output(open_plant, hasher):
@@ -678,16 +693,17 @@ def test_chain_of_2000_reactors_cold_then_warm(tmp_path, open_plant):
 # --- constructor arguments and globals -------------------------------------------------------
 
 def test_logger_and_log_level(plant_dir):
-    """The given logger receives pyplant's messages, at the level set by logLevel."""
+    """The given logger receives pyplant's messages, at the level set by logLevel: INFO gets
+    why each reactor runs; WARNING gets none of those INFO records."""
     import logging
 
     class Collect(logging.Handler):
         def __init__(self):
             super().__init__()
-            self.messages = []
+            self.records = []
 
         def emit(self, record):
-            self.messages.append(record.getMessage())
+            self.records.append((record.levelno, record.getMessage()))
 
     logger = logging.getLogger("pyplant-test-logger")
     handler = Collect()
@@ -699,10 +715,17 @@ def test_logger_and_log_level(plant_dir):
             assert logger.level == logging.INFO
             plant.add_reactors(a, b, c)
             plant.run_reactor(c)
-        assert any("'b'" in m for m in handler.messages), handler.messages
-        assert all(isinstance(m, str) for m in handler.messages)
+        assert (logging.INFO, "running reactor 'b': no trace yet") in handler.records, handler.records
+        assert all(level >= logging.INFO for level, _ in handler.records), handler.records
+        handler.records.clear()
+        with Plant(str(plant_dir), logger=logger, logLevel=logging.WARNING) as plant:
+            assert logger.level == logging.WARNING
+            plant.add_reactors(a, b, c)
+            plant.run_reactor(c)
+        assert handler.records == []
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
 
 
 def test_function_hash_is_used_for_reactors(plant_dir):

@@ -718,3 +718,83 @@ def test_array_type_accepts_array_likes(open_plant, value, expected):
     got = plant2.fetch_ingredient("arr")
     assert isinstance(got, np.ndarray)
     assert got.shape == expected.shape and got.tolist() == expected.tolist()
+
+
+# --- ndarray subclasses and sparse formats keep their exact type ----------------------------
+
+def _masked():
+    data = np.ones(1000)
+    return np.ma.MaskedArray(data, mask=np.arange(1000) != 3)
+
+
+def _memmap(tmp_path):
+    mm = np.memmap(tmp_path / "mm.dat", dtype=np.float32, mode="w+", shape=(10,))
+    mm[:] = np.arange(10)
+    return mm
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("explicit", [False, True], ids=["inferred", "Type.array"])
+def test_ndarray_subclasses_keep_type_and_state(open_plant, tmp_path, explicit):
+    """A masked array keeps its mask (its sum stays 1, not 1000), np.matrix and np.recarray
+    stay what they are, from the same plant and from a new one; a memmap comes back as a
+    read-only plain ndarray with its values."""
+    values = {
+        "masked": _masked(),
+        "matrix": np.matrix([[1, 2], [3, 4]]),
+        "recarray": np.rec.fromarrays([np.arange(3), np.arange(3) * 2.0], names="a,b"),
+        "memmap": _memmap(tmp_path),
+    }
+
+    @ReactorFunc
+    def producer(pipe):
+        for name, value in values.items():
+            if explicit:
+                pipe.send(name, value, Ingredient.Type.array)
+            else:
+                pipe.send(name, value)
+
+    target, received = sink_of(*values)
+    plant, _ = open_plant(reactors=[target, producer])
+    plant.run_reactor(target)
+    for from_disk in (False, True):
+        if from_disk:
+            plant.shutdown()
+            plant, events = open_plant(reactors=[target, producer])
+            received.clear()
+            plant.run_reactor(target)
+            assert events.started == ["target"]
+        masked = received["masked"]
+        assert type(masked) is np.ma.MaskedArray
+        assert masked.sum() == 1.0 and masked.mask.sum() == 999
+        assert type(received["matrix"]) is np.matrix
+        assert (received["matrix"] @ received["matrix"]).tolist() == [[7, 10], [15, 22]]
+        assert type(received["recarray"]) is np.recarray
+        assert received["recarray"].b.tolist() == [0.0, 2.0, 4.0]
+        mm = received["memmap"]
+        assert type(mm) is np.ndarray and not mm.flags.writeable
+        assert mm.dtype == np.float32 and mm.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("make", [sp.lil_matrix, sp.dok_matrix, sp.lil_array, sp.dok_array],
+                         ids=["lil_matrix", "dok_matrix", "lil_array", "dok_array"])
+def test_lil_and_dok_sparse_round_trip_with_their_type(open_plant, make):
+    """lil and dok sparse matrices (which scipy.sparse.save_npz cannot write) are stored and
+    come back with their exact type and values."""
+    dense = np.array([[0, 2.0, 0], [1.0, 0, 0], [0, 0, 3.5]])
+
+    @ReactorFunc
+    def producer(pipe):
+        pipe.send("m", make(dense))
+
+    target, received = sink_of("m")
+    plant, _ = open_plant(reactors=[target, producer])
+    plant.run_reactor(target)
+    plant.shutdown()
+    plant2, events = open_plant(reactors=[target, producer])
+    received.clear()
+    plant2.run_reactor(target)
+    assert events.started == ["target"]
+    got = received["m"]
+    assert type(got) is type(make(dense))
+    np.testing.assert_array_equal(got.toarray(), dense)

@@ -1,29 +1,40 @@
 """Garbage collection of versions: what to keep, and sweeping the rest off the disk.
 
-Always kept: the versions that the latest trace of each reactor references, and every file a
-live plant holds (its lease lists the versions it loaded or made) or may be writing (files
-newer than the oldest live plant's start). On top of that a policy keeps:
+Always kept: the versions that the latest trace of each reactor references, and everything a
+live plant (any process) recorded in its lease: what it loaded, allocated or is writing (see
+``leases.py``). On top of that a policy keeps:
 
 - ``keep_last=K``: the K most recent traces per reactor (1 = only the latest);
 - ``max_bytes=B``: older traces, most recently used first, while the total stays within B bytes.
 
 With no policy every trace is kept and only unreferenced files (a crash's leftovers) are swept.
-A content-addressed blob shared by several versions goes only when none of them is kept.
+"Referenced" is decided per *owner* (``locations.owner``: a blob, a file ingredient's
+directory, every ``specs/`` file of one storage name), the one definition the warehouse also
+writes and frees by. A content-addressed blob shared by several versions goes only when none
+of them is kept. Temporary files (``*.tmp-<pid>-*``) of a live plant's process are spared.
+Files newer than the oldest live plant are spared too, as a second line of defence.
+
+GC runs under the exclusive side of ``gc.lock``: no plant records a new location meanwhile.
+It never follows a symlink: a symlinked ``blobs/``, ``files/`` or ``specs/`` is skipped with a
+warning, and a symlink found inside is removed itself, never its target.
 """
 from __future__ import annotations
 
+import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator
 
+from . import leases, locations
 from .metadata import Trace
 
 if TYPE_CHECKING:
     from . import Warehouse
 
-_STORAGE = re.compile(r"^(.*@[0-9a-f]{16})")
+logger = logging.getLogger(__name__)
+
+# File times come from the kernel's coarse clock, a tick behind time.time().
 CLOCK_MARGIN_SECONDS = 2.0
 
 
@@ -49,20 +60,28 @@ def collect(warehouse: "Warehouse", keep_last: int | None = None, max_bytes: int
     max_bytes : int, optional
         Budget in bytes for the versions of traces other than the latest ones.
     held : iterable of str
-        Locations this process holds (loaded values), never deleted.
+        Locations this process holds, never deleted (in addition to every live lease).
     """
+    plant_dir = warehouse.plantDir
     meta = warehouse.metadata
-    leases = meta.live_leases()
-    protected = set(held).union(*(lease["held"] for lease in leases))
-    keep, drop = _choose(meta, keep_last, max_bytes, protected)
-    for reactor, trace_ids in drop.items():
-        meta.drop_traces(reactor, trace_ids)
-    referenced = protected | {loc for t in keep for loc in _locations(t)}
-    # File times come from the kernel's coarse clock, a tick behind time.time(): a margin keeps
-    # a blob reused right after a plant opened on the safe side.
-    horizon = min([lease["started"] for lease in leases] + [time.time()]) - CLOCK_MARGIN_SECONDS
-    files, freed = _sweep(warehouse.plantDir, referenced, horizon)
+    with leases.exclusive(plant_dir):
+        try:
+            live = leases.live_leases(plant_dir)
+        except leases.UnreadableLease as exc:
+            logger.warning("gc: %s; nothing deleted", exc)
+            return GCResult(0, 0, 0)
+        protected = _owners(set(held).union(*(lease.held for lease in live)))
+        keep, drop = _choose(meta, keep_last, max_bytes, protected)
+        for reactor, trace_ids in drop.items():
+            meta.drop_traces(reactor, trace_ids)
+        referenced = protected | _owners(loc for t in keep for loc in _locations(t))
+        horizon = min([lease.started for lease in live] + [time.time()]) - CLOCK_MARGIN_SECONDS
+        files, freed = _sweep(warehouse.paths, referenced, horizon, {lease.pid for lease in live})
     return GCResult(sum(len(v) for v in drop.values()), files, freed)
+
+
+def _owners(locs: Iterable[str]) -> set[str]:
+    return {own for own in map(locations.owner, locs) if own is not None}
 
 
 def _choose(meta, keep_last: int | None, max_bytes: int | None,
@@ -75,14 +94,14 @@ def _choose(meta, keep_last: int | None, max_bytes: int | None,
             trace = meta.trace(reactor, tid)
             if trace is None:
                 continue
-            holds = any(loc in protected for loc in _locations(trace))
+            holds = bool(_owners(_locations(trace)) & protected)
             if rank == 0 or holds:
                 keep.append(trace)
             elif keep_last is not None and rank >= max(1, keep_last):
                 drop.setdefault(reactor, set()).add(tid)
             else:
                 optional.append((rec.get("used", {}).get(tid, trace.finished), trace))
-    budget = None if max_bytes is None else max_bytes
+    budget = max_bytes
     for _, trace in sorted(optional, key=lambda item: item[0], reverse=True):
         size = sum(v.nbytes for v in trace.outputs.values())
         if budget is None or size <= budget:
@@ -99,52 +118,69 @@ def _locations(trace: Trace) -> Iterator[str]:
             yield version.location
 
 
-def _sweep(plant_dir: str, referenced: set[str], horizon: float) -> tuple[int, int]:
-    """Delete files no kept version references and that are older than ``horizon``."""
-    storages = {_storage_of(loc) for loc in referenced} - {None}
+def _sweep(paths: locations.Root, referenced: set[str], horizon: float,
+           live_pids: set[int]) -> tuple[int, int]:
+    """Delete files no kept version references: older than ``horizon``, and not a temp file
+    of a live plant's process."""
     files = freed = 0
-    for location, path in _stored_files(plant_dir):
-        if location in referenced or _storage_of(location) in storages:
+    for location, path in _stored_files(paths):
+        own = locations.owner(location)
+        if own is not None and own in referenced:
             continue
         try:
-            stat = os.stat(path)
-            if stat.st_mtime >= horizon:
-                continue  # a live plant may be writing it
-            os.remove(path)
+            stat = os.lstat(path)
+            if not _garbage(os.path.basename(path), stat, horizon, live_pids):
+                continue
+            os.unlink(path)  # a symlink goes itself; its target is never touched
         except OSError:
             continue
         files += 1
         freed += stat.st_size
-    _remove_empty_dirs(os.path.join(plant_dir, "files"))
+    _remove_empty_dirs(paths, referenced)
     return files, freed
 
 
-def _storage_of(location: str) -> str | None:
-    """The per-version storage name of a spec or file location, None for blobs."""
-    parts = location.split(os.sep)
-    if parts[0] == "files" and len(parts) > 1:
-        return parts[1]
-    if parts[0] == "specs":
-        match = _STORAGE.match(parts[-1])
-        return match.group(1) if match else None
-    if "@" in location and os.sep not in location:  # a spec's storage name itself
-        return location
-    return None
+def _garbage(name: str, stat: os.stat_result, horizon: float, live_pids: set[int]) -> bool:
+    pid = leases.tmp_pid(name)
+    if pid is not None and (pid in live_pids or (_pid_alive(pid) and stat.st_mtime >= horizon)):
+        return False  # being written by a live plant
+    return pid is not None or stat.st_mtime < horizon
 
 
-def _stored_files(plant_dir: str) -> Iterator[tuple[str, str]]:
-    for top in ("blobs", "files", "specs"):
-        root = os.path.join(plant_dir, top)
-        for dirpath, _, filenames in os.walk(root):
-            for filename in filenames:
-                path = os.path.join(dirpath, filename)
-                yield os.path.relpath(path, plant_dir), path
+def _stored_files(paths: locations.Root) -> Iterator[tuple[str, str]]:
+    """(location, path) of every file and symlink under blobs/, files/ and specs/, without
+    following any symlink."""
+    for top in locations.TOPS:
+        root = os.path.join(paths.path, top)
+        if os.path.islink(root) or not paths.is_inside(os.path.join(root, "x")):
+            logger.warning("gc: skipping %s: it leads out of the plant directory (%s)", root,
+                           os.path.realpath(root))
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):  # never descends into a symlink
+            links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            for name in filenames + links:
+                path = os.path.join(dirpath, name)
+                yield os.path.relpath(path, paths.path).replace(os.sep, "/"), path
 
 
-def _remove_empty_dirs(root: str) -> None:
+def _remove_empty_dirs(paths: locations.Root, referenced: set[str]) -> None:
+    root = os.path.join(paths.path, "files")
+    if os.path.islink(root):
+        return
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        if dirpath != root and not dirnames and not filenames:
+        location = os.path.relpath(dirpath, paths.path).replace(os.sep, "/")
+        if dirpath != root and not dirnames and not filenames and location not in referenced:
             try:
                 os.rmdir(dirpath)
             except OSError:
                 pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

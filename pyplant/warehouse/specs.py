@@ -103,7 +103,8 @@ class HdfArraySpec(IngredientTypeSpec):
         f = h5py.File(self._path(warehouse, name), "w")
         self._files[name] = f
         try:
-            return f.create_dataset("data", shape=shape, dtype=dtype, fillvalue=0, **kwargs)
+            fill = {"fillvalue": 0} if dtype.fields is None else {}  # compound: HDF5's zero fill
+            return f.create_dataset("data", shape=shape, dtype=dtype, **fill, **kwargs)
         except (TypeError, ValueError) as exc:
             self._close(name)
             raise AllocationError(f"cannot allocate HDF array '{name}': {exc}", ingredient=name) from exc
@@ -174,9 +175,13 @@ def _check_dtype(name: str, dtype: Any) -> np.dtype:
 class ScipySparseSpec(IngredientTypeSpec):
     """A SciPy sparse matrix or array, stored with ``scipy.sparse.save_npz`` (uncompressed).
 
-    Its content hash covers format, shape, dtype and the index and data arrays, so a re-run
-    that produces the same matrix stops there (early cutoff).
+    Formats ``save_npz`` cannot write (``lil``, ``dok``) are stored as CSR with their format
+    recorded, and come back in that format (and as a matrix or an array, as sent). Its content
+    hash covers format, shape, dtype and the index and data arrays, so a re-run that produces
+    the same matrix stops there (early cutoff).
     """
+
+    NATIVE_FORMATS = ("csr", "csc", "coo", "bsr", "dia")
 
     @classmethod
     def get_name(cls) -> str:
@@ -188,19 +193,28 @@ class ScipySparseSpec(IngredientTypeSpec):
     def store(self, warehouse: "Warehouse", name: str, value: Any) -> dict[str, Any] | None:
         import scipy.sparse as sp
         from .store import atomic_write
-        atomic_write(self._path(warehouse, name), lambda f: sp.save_npz(f, value, compressed=False),
+        native = self._native(value)
+        atomic_write(self._path(warehouse, name), lambda f: sp.save_npz(f, native, compressed=False),
                      warehouse.durable)
         return {"format": value.format, "shape": list(value.shape)}
 
     def fetch(self, warehouse: "Warehouse", name: str, meta: dict[str, Any] | None) -> Any:
         import scipy.sparse as sp
         path = self._path(warehouse, name)
-        return sp.load_npz(path) if os.path.exists(path) else None
+        if not os.path.exists(path):
+            return None
+        value = sp.load_npz(path)
+        fmt = (meta or {}).get("format", value.format)
+        return value if value.format == fmt else value.asformat(fmt)
+
+    def _native(self, value: Any) -> Any:
+        return value if value.format in self.NATIVE_FORMATS else value.tocsr()
 
     def content_hash(self, value: Any) -> str:
+        native = self._native(value)
         parts = [value.format, repr(value.shape), value.dtype.str, type(value).__name__]
         for attr in ("data", "indices", "indptr", "row", "col", "offsets"):
-            arr = getattr(value, attr, None)
+            arr = getattr(native, attr, None)
             if isinstance(arr, np.ndarray):
                 parts.append(f"{attr}={hashing.array_hash(arr)}")
         return hashing.digest("sparse", *parts)

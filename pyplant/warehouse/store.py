@@ -6,11 +6,17 @@ killed process leaves at worst a ``*.tmp-*`` file, never a partial blob under a 
 loss); without it a blob survives a killed process, which is the guarantee pyplant makes by
 default (fsync of a 1 GB array costs more than writing it to the page cache).
 
-Identical content is written once: a blob whose name exists is complete, and is reused.
+Identical content is written once: a blob whose name exists is complete, and is reused. Its
+location is recorded in the plant's lease (``hold``) before the blob is looked for, so GC never
+deletes a blob between the moment it is found and the commit of the version using it.
+
+Paths are resolved before they are trusted (``locations.Root``): a blob that is a symlink is
+never read; one found where a blob is written is removed (the link, not its target).
 """
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import uuid
 from typing import Callable, IO
@@ -18,6 +24,7 @@ from typing import Callable, IO
 import numpy as np
 
 from .. import hashing
+from . import locations
 
 # Arrays below this size are read into memory; larger ones are memory-mapped.
 MMAP_MIN_BYTES = 1 << 20
@@ -44,15 +51,13 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None], durable: bool) -
 
 
 def inside(root: str, location: str) -> str:
-    """The absolute path of ``location`` under ``root``; refuses anything that leaves it.
+    """The path of ``location`` under ``root``; refuses anything whose real path (symlinks
+    resolved) leaves it, with ``ValueError`` (``locations.LocationError``).
 
     The warehouse never reads (let alone unpickles) a file outside its plant directory, even
-    when its metadata was tampered with.
+    when its metadata was tampered with or a symlink was planted in it.
     """
-    path = os.path.normpath(os.path.join(root, location))
-    if os.path.isabs(location) or not path.startswith(os.path.normpath(root) + os.sep):
-        raise ValueError(f"location {location!r} is outside the plant directory {root!r}")
-    return path
+    return locations.Root(root).path_of(location)
 
 
 def fsync_dir(path: str) -> None:
@@ -64,12 +69,22 @@ def fsync_dir(path: str) -> None:
 
 
 def _reuse(path: str) -> bool:
-    """True when the blob exists; its mtime is renewed so that GC, which spares files newer
-    than the oldest live plant, cannot delete it before the version using it commits."""
+    """True when a regular file exists at ``path``; its mtime is renewed (GC also spares files
+    newer than the oldest live plant). A symlink in its place is removed and False returned."""
     try:
+        if os.path.islink(path):
+            os.unlink(path)
+            return False
         os.utime(path)
         return True
     except FileNotFoundError:
+        return False
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
         return False
 
 
@@ -81,19 +96,25 @@ def _remove_quietly(path: str) -> None:
 
 
 class BlobStore:
-    """Content-addressed files under ``root``; locations are relative to the plant directory."""
+    """Content-addressed files under ``root``; locations are relative to the plant directory.
 
-    def __init__(self, plant_dir: str, durable: bool = False):
+    ``hold(location)`` is called before a blob is looked for or written (the plant's lease).
+    """
+
+    def __init__(self, plant_dir: str, durable: bool = False,
+                 hold: Callable[[str], None] = lambda location: None):
         self.plant_dir = plant_dir
+        self.paths = locations.Root(plant_dir)
         self.root = os.path.join(plant_dir, "blobs")
         self.durable = durable
+        self.hold = hold
         os.makedirs(self.root, exist_ok=True)
 
     def location(self, content_hash: str, suffix: str) -> str:
-        return os.path.join("blobs", content_hash[:2], content_hash[2:] + suffix)
+        return locations.blob_location(content_hash, suffix)
 
     def abspath(self, location: str) -> str:
-        return inside(self.plant_dir, location)
+        return self.paths.path_of(location)
 
     def put_bytes(self, content_hash: str, data: bytes, suffix: str = ".pkl") -> str:
         """Store ``data`` under its hash; returns the location (relative path)."""
@@ -117,16 +138,16 @@ class BlobStore:
         found: list[str] = []
         hasher = threading.Thread(target=lambda: found.append(hashing.array_hash(arr)), daemon=True)
         hasher.start()
-        tmp = os.path.join(self.root, f"array.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp = self.paths.path_for_write(f"blobs/array.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             complete = self._write_unless_known(tmp, arr, found)
             hasher.join()
             location = self.location(found[0], ".npy")
-            path = self.abspath(location)
+            self.hold(location)
+            path = self.paths.path_for_write(location)
             if not complete or _reuse(path):
                 _remove_quietly(tmp)
             else:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
                 os.replace(tmp, path)
                 if self.durable:
                     fsync_dir(os.path.dirname(path))
@@ -143,7 +164,7 @@ class BlobStore:
             header = np.lib.format.header_data_from_array_1_0(arr)
             np.lib.format.write_array_header_2_0(f, header)
             for start in range(0, len(data), WRITE_CHUNK_BYTES):
-                if found and os.path.exists(self.abspath(self.location(found[0], ".npy"))):
+                if found and _is_regular(os.path.join(self.plant_dir, self.location(found[0], ".npy"))):
                     return False
                 f.write(data[start:start + WRITE_CHUNK_BYTES])
             if self.durable:
@@ -153,9 +174,9 @@ class BlobStore:
 
     def _put(self, content_hash: str, suffix: str, write: Callable[[IO[bytes]], None]) -> str:
         location = self.location(content_hash, suffix)
-        path = self.abspath(location)
+        self.hold(location)  # before looking: GC cannot delete it between the look and the commit
+        path = self.paths.path_for_write(location)
         if not _reuse(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
             atomic_write(path, write, self.durable)
         return location
 

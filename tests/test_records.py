@@ -1,0 +1,192 @@
+"""Damaged metadata: a record that cannot be read is skipped with a warning naming it; a
+damaged LMDB environment (empty, truncated, overwritten pages) is moved aside with a warning.
+Nothing crashes, nothing stale is served: what the damage hid runs again.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pickle
+
+import lmdb
+import numpy as np
+import pytest
+
+from pyplant import ReactorFunc
+
+from conftest import result_of, run_script, write_script
+
+
+def chain():
+    @ReactorFunc
+    def source(pipe, config):
+        pipe.send("numbers", np.arange(config.n))
+
+    @ReactorFunc
+    def middle(pipe):
+        x = yield pipe.receive("numbers")
+        pipe.send("total", int(x.sum()))
+
+    @ReactorFunc
+    def target(pipe):
+        t = yield pipe.receive("total")
+        pipe.send("report", f"total={t}")
+
+    return [target, middle, source]
+
+
+def warnings_about(caplog, *needles):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and all(n in r.getMessage() for n in needles)]
+
+
+def tamper(plant_dir, db, key, value):
+    env = lmdb.open(os.path.join(plant_dir, "meta.lmdb"), max_dbs=16)
+    try:
+        handle = env.open_db(db)
+        with env.begin(write=True) as txn:
+            if key is None:  # every record of the database
+                keys = [bytes(k) for k, _ in txn.cursor(db=handle)]
+            else:
+                keys = [key]
+            assert keys, f"no record in {db}"
+            for k in keys:
+                txn.put(k, value, db=handle)
+    finally:
+        env.close()
+
+
+GARBAGE = {
+    "future-pickle-protocol": b"\x80\x09garbage that no pickle reads",
+    "wrong-shape": pickle.dumps(12345, protocol=5),
+    "random": bytes(range(7, 250, 3)),
+}
+
+
+@pytest.mark.parametrize("garbage", list(GARBAGE), ids=list(GARBAGE))
+@pytest.mark.parametrize("db, key, reruns", [
+    (b"reactors", b"middle", ["target", "middle"]),
+    (b"ingredients", b"total", ["target"]),
+    (b"traces", None, ["target", "middle", "source"]),
+])
+def test_damaged_record_is_skipped_with_a_warning(open_plant, caplog, db, key, reruns, garbage):
+    """An unreadable 'reactors', 'ingredients' or 'traces' record (a pickle of a future
+    protocol, a record of the wrong shape, random bytes): the run warns naming the database
+    and the record, runs again what the record described, gives the right result, and the
+    run after it is fully cached (the record was rewritten)."""
+    plant, _ = open_plant(config={"n": 10}, reactors=chain())
+    plant.run_reactor("target")
+    plant_dir = plant.plantDir
+    plant.shutdown()
+    tamper(plant_dir, db, key, GARBAGE[garbage])
+    caplog.set_level(logging.WARNING)
+    plant, events = open_plant(config={"n": 10}, reactors=chain())
+    plant.run_reactor("target")
+    assert sorted(events.started) == sorted(reruns)
+    assert plant.fetch_ingredient("report") == "total=45"
+    assert warnings_about(caplog, db.decode()), [r.getMessage() for r in caplog.records]
+    if key is not None:
+        assert warnings_about(caplog, db.decode(), key.decode())
+    plant.shutdown()
+    plant, events = open_plant(config={"n": 10}, reactors=chain())
+    plant.run_reactor("target")
+    assert events.started == ["target"]
+
+
+@pytest.mark.parametrize("db", [b"leases", b"history", b"codememo"])
+def test_damaged_lease_history_or_memo_record_breaks_nothing(plant_dir, caplog, db):
+    """Garbage in a 'leases', 'history' or 'codememo' record: gc(), the history and the next
+    runs work; a damaged history record is skipped with a warning naming it."""
+    from pyplant import Plant, hashing
+    reactors = chain()
+    hashing._text_cache.clear()  # hash from source, so that the code memo gets records
+    hashing._code_cache.clear()
+    with Plant(str(plant_dir)) as plant:  # real code hashing: the code memo gets records
+        plant.set_config({"n": 10})
+        plant.add_reactors(*reactors)
+        plant.run_reactor("target")
+    key = {b"leases": b"123-456", b"history": None, b"codememo": None}[db]
+    tamper(plant_dir, db, key, GARBAGE["future-pickle-protocol"] + b"\xff\xfe")
+    caplog.set_level(logging.WARNING)
+    hashing._text_cache.clear()  # read the (damaged) code memo
+    hashing._code_cache.clear()
+    with Plant(str(plant_dir)) as plant:
+        plant.set_config({"n": 11})
+        plant.add_reactors(*reactors)
+        started = []
+        plant.add_event_listener(plant.EventType.reactor_started, lambda e, n, f: started.append(n))
+        plant.run_reactor("target")
+        assert sorted(started) == ["middle", "source", "target"]
+        assert plant.fetch_ingredient("report") == "total=55"
+        result = plant.gc(keep_last=1)
+        assert result.traces == 3
+        history = list(plant.warehouse.metadata.history())
+        assert {h["reactor"] for h in history} == {"source", "middle", "target"}
+        if db == b"history":
+            assert len(history) == 3  # the three damaged records of the first run are skipped
+            assert warnings_about(caplog, "history")
+
+
+# --- a damaged environment ----------------------------------------------------------------------
+
+ENV_SCRIPT = '''
+import logging
+logging.basicConfig(level=logging.WARNING, format="LOG %(levelname)s %(name)s %(message)s")
+
+@ReactorFunc
+def source(pipe):
+    pipe.send("numbers", np.arange(100))
+
+@ReactorFunc
+def target(pipe):
+    x = yield pipe.receive("numbers")
+    RESULT["total"] = int(x.sum())
+
+plant = open_plant()
+plant.add_reactors(target, source)
+plant.run_reactor(target)
+plant.shutdown()
+report()
+'''
+
+
+def damage_truncate(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 3)
+
+
+def damage_zero(path):
+    with open(path, "r+b") as f:
+        f.truncate(0)
+
+
+def damage_overwrite_pages(path):
+    """Random bytes over every page but the two meta pages (the file keeps its size)."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(2 * 4096)
+        f.write(np.random.default_rng(1).bytes(size - 2 * 4096))
+
+
+@pytest.mark.parametrize("damage", [damage_zero, damage_truncate, damage_overwrite_pages],
+                         ids=["zero-length", "truncated", "overwritten-pages"])
+def test_damaged_environment_is_moved_aside_with_a_warning(tmp_path, damage):
+    """data.mdb emptied, truncated (used to kill the process with SIGBUS) or with overwritten
+    pages (used to raise PlantDirError on every open): the next process warns, moves the
+    environment aside (meta.lmdb.corrupt-*), runs everything once with the right result, and
+    the process after it runs only the target."""
+    script = write_script(tmp_path / "env.py", ENV_SCRIPT)
+    plant_dir = tmp_path / "plant"
+    first = result_of(run_script(script, plant_dir))
+    assert first["started"] == ["target", "source"]
+    damage(str(plant_dir / "meta.lmdb" / "data.mdb"))
+    proc = run_script(script, plant_dir)
+    second = result_of(proc)
+    assert second["started"] == ["target", "source"]
+    assert second["result"]["total"] == 4950
+    assert "LOG WARNING" in proc.stderr and "moved it to" in proc.stderr, proc.stderr
+    assert glob.glob(str(plant_dir / "meta.lmdb.corrupt-*"))
+    third = result_of(run_script(script, plant_dir))
+    assert third["started"] == ["target"]
