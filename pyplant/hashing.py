@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 import xxhash
 
+from .caches import BoundedCache, IdentityCache
 from .errors import TokenizationError
 
 HEX_DIGEST_CHARS = 32
@@ -85,8 +86,8 @@ class CodeMemo(Protocol):
     def put(self, key: str, value: str) -> None: ...
 
 
-_code_cache: dict[int, tuple[types.CodeType, str]] = {}
-_text_cache: dict[str, str] = {}
+_code_cache: IdentityCache[str] = IdentityCache()   # {code object: code hash}
+_text_cache: BoundedCache[str] = BoundedCache()     # {memo key: code hash}
 
 
 def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
@@ -101,12 +102,10 @@ def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
     code = getattr(func, "__code__", None)
     if code is None:
         return digest("callable", qualified_name(func))
-    cached = _code_cache.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1]
-    result = _compute_code_hash(func, code, memo)
-    _code_cache[id(code)] = (code, result)
-    return result
+    cached = _code_cache.get(code)
+    if cached is not None:
+        return cached
+    return _code_cache.put(code, _compute_code_hash(func, code, memo))
 
 
 def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | None) -> str:
@@ -125,7 +124,7 @@ def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | No
         cached = digest("ast", _normalized_dump(tree)) if tree is not None else digest("bytecode", fingerprint)
         if memo is not None:
             memo.put(memo_key, cached)
-    _text_cache[memo_key] = cached
+    _text_cache.put(memo_key, cached)
     return cached
 
 
@@ -203,18 +202,16 @@ def _strip_enclosing_parts(func: ast.FunctionDef | ast.AsyncFunctionDef) -> None
             arg.annotation = None
 
 
-_fingerprints: dict[int, tuple[types.CodeType, bytes]] = {}
+_fingerprints: IdentityCache[bytes] = IdentityCache()
 
 
 def code_fingerprint(code: types.CodeType) -> bytes:
     """The bytecode fingerprint of ``code`` (see ``_bytecode_fingerprint``), cached per code
     object: it keys memos of facts read from source (code hashes, static sends)."""
-    cached = _fingerprints.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1]
-    fingerprint = _bytecode_fingerprint(code)
-    _fingerprints[id(code)] = (code, fingerprint)
-    return fingerprint
+    cached = _fingerprints.get(code)
+    if cached is not None:
+        return cached
+    return _fingerprints.put(code, _bytecode_fingerprint(code))
 
 
 def _bytecode_fingerprint(code: types.CodeType) -> bytes:

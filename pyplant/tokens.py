@@ -32,6 +32,7 @@ import os
 import sys
 import types
 import warnings
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -354,7 +355,24 @@ def _own_dict(value: Any) -> dict:
     return attrs if isinstance(attrs, dict) else {}
 
 
-@functools.lru_cache(maxsize=4096)
+def _per_class(compute: Callable[[type], Any]) -> Callable[[type], Any]:
+    """Cache ``compute(kind)`` per class, for as long as the class lives (a class redefined in
+    a notebook cell is a new class; the old entry goes with the old class)."""
+    cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @functools.wraps(compute)
+    def cached(kind: type) -> Any:
+        try:
+            return cache[kind]
+        except KeyError:
+            result = cache[kind] = compute(kind)
+            return result
+        except TypeError:  # a class that refuses weak references
+            return compute(kind)
+    return cached
+
+
+@_per_class
 def _slot_names(kind: type) -> tuple[str, ...]:
     names: list[str] = []
     for cls in kind.__mro__:
@@ -365,14 +383,14 @@ def _slot_names(kind: type) -> tuple[str, ...]:
     return tuple(names)
 
 
-@functools.lru_cache(maxsize=4096)
+@_per_class
 def cached_properties(kind: type) -> frozenset[str]:
     """Names of ``functools.cached_property`` attributes: their cached values are computed."""
     return frozenset(name for cls in kind.__mro__ for name, value in vars(cls).items()
                      if isinstance(value, functools.cached_property))
 
 
-@functools.lru_cache(maxsize=4096)
+@_per_class
 def _pickles_by_attributes(kind: type) -> bool:
     """True when instances pickle as their class plus ``__dict__``/slots (no custom reduce)."""
     if kind.__module__ == "builtins":
