@@ -56,8 +56,13 @@ def check_name(name: Any, reactor: str | None) -> str:
 
 @dataclass(frozen=True, eq=False)
 class ReceiveRequest:
-    """What ``pipe.receive(name)`` returns; the reactor yields it and gets the value back."""
+    """What ``pipe.receive(name)`` returns; the reactor yields it and gets the value back.
+
+    ``record=False`` (used by steps for ``add_depends_on``) waits for the ingredient without
+    making its content part of the trace.
+    """
     name: str
+    record: bool = True
 
 
 class Pipework:

@@ -291,7 +291,7 @@ class Plant:
                                           reactor=None, ingredient=name)
         dropped = 0
         for trace in meta.traces(producer, limit=1 << 30):
-            if name in trace.outputs:
+            if name in trace.published().values():
                 meta.forget_trace(producer, trace.trace_id)
                 dropped += 1
         meta.mark_invalidated(producer, f"ingredient '{name}' was invalidated")

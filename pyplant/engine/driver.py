@@ -5,7 +5,7 @@ The driver never touches the session's maps: sends and allocations go to the run
 (the scheduler), which stores them and updates what is available; ``step`` returns what the body
 asked for. That split is what an executor needs to run a body elsewhere.
 
-    step(run, value) -> FINISHED | BARE | "ingredient name"
+    step(run, value) -> FINISHED | BARE | ReceiveRequest
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class ReactorRun:
         self.config = config._bind(self) if config is not None else None
         self.external = external
         self.generator: Generator | None = None
-        self.awaiting: str | None = None
+        self.awaiting: ReceiveRequest | None = None
         self.started = time.time()
         self.elapsed = 0.0
 
@@ -141,7 +141,7 @@ def start(run: ReactorRun) -> None:
 def step(run: ReactorRun, value: Any, logger: Any) -> Any:
     """Advance the body by one yield, sending it ``value`` (None the first time).
 
-    Returns the name of the ingredient it receives next, ``BARE`` or ``FINISHED``. The body runs
+    Returns the ``ReceiveRequest`` of what it receives next, ``BARE`` or ``FINISHED``. The body runs
     with the run active (``running.active_run``), its file and environment reads recorded,
     and the cyclic collector as the user left it.
 
@@ -173,4 +173,4 @@ def step(run: ReactorRun, value: Any, logger: Any) -> Any:
             f"reactor '{run.name}' yielded {request!r}; reactors may only yield "
             f"pipe.receive(name) (or use 'yield from' for subreactors)", reactor=run.name)
     run.unyielded.pop(id(request), None)
-    return request.name
+    return request

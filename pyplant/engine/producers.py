@@ -24,13 +24,18 @@ def read_sources(state: SessionState, code_maps: dict[str, dict[str, str]], task
     ``code_maps`` keys the memoized table when every task's code map follows its source
     (``tasks_source_derived``); otherwise the sources are read again.
     """
+    fixed = {n.name: static.StaticIO(frozenset(n.task.outputs.values()), frozenset(n.task.inputs.values()))
+             for n in state.order if n.task.outputs is not None}
+    from_source = [n for n in state.order if n.name not in fixed]
     derived = {name: code_maps[name] for name in tasks_source_derived}
-    state.static_io = static.load_table(memo, derived) if len(derived) == len(state.order) else None
+    complete = len(derived) == len(from_source)
+    state.static_io = static.load_table(memo, derived) if complete else None
     if state.static_io is None:
-        reached = {n.name: _sources(n, scope) for n in state.order}
+        reached = {n.name: _sources(n, scope) for n in from_source}
         state.static_io = static.reactor_ios(reached, memo)
-        if len(derived) == len(state.order):
+        if complete:
             static.store_table(memo, derived, state.static_io)
+    state.static_io.update(fixed)
     for node in state.order:
         for name in _sends(node, state):
             state.senders.setdefault(name, []).append(node)
@@ -150,7 +155,7 @@ def _unblocked_below(state: SessionState, node: Node) -> Node | None:
     for other in reversed(state.stack):
         run = other.run
         if other is not node and other.status is Status.RUNNING and run is not None \
-                and run.awaiting is not None and run.awaiting in state.available:
+                and run.awaiting is not None and run.awaiting.name in state.available:
             return other
     return None
 

@@ -57,20 +57,34 @@ class Scheduler:
     # --- the driving loop ---
 
     def run(self, name: str) -> None:
-        """Run task ``name`` and whatever stale tasks produce what it receives.
+        """Run task ``name`` (always) and whatever stale tasks produce what it receives.
 
         Raises whatever a body raised (original type) and the ``pyplant.errors`` of the
         static checks, a missing ingredient, a cycle, two producers.
         """
-        with collector.paused():  # bodies run with the collector resumed (driver.step)
-            self._run(name)
+        self.bring_up_to_date([name], run_first=True)
 
-    def _run(self, name: str) -> None:
+    def bring_up_to_date(self, names: list[str], run_first: bool = False) -> None:
+        """Settle tasks ``names`` in order: each is verified (or, the first one with
+        ``run_first``, run) and whatever stale tasks produce what they receive run."""
+        with collector.paused():  # bodies run with the collector resumed (driver.step)
+            try:
+                self._prepare([self.state.nodes[n] for n in names])
+                for i, name in enumerate(names):
+                    self._settle(self.state.nodes[name], run=run_first and i == 0)
+            finally:
+                self._forget_untouched()
+                self.session.last_run = {n: version for n, (version, _) in self.state.available.items()}
+
+    def _settle(self, target: Node, run: bool) -> None:
         state = self.state
-        target = state.nodes[name]
-        self._prepare(target)
-        self._start_running(target, reason="target of run_reactor")
-        state.stack.append(target)
+        if target.status in (Status.RAN, Status.CACHED):
+            return
+        if run:
+            self._start_running(target, reason="target of run_reactor")
+            state.stack.append(target)
+        else:
+            self._push(target)
         try:
             while state.stack:
                 need = self._advance(state.stack[-1])
@@ -86,17 +100,18 @@ class Scheduler:
         except BaseException:
             self._abort()
             raise
-        finally:
-            self._forget_untouched()
-            self.session.last_run = {n: version for n, (version, _) in state.available.items()}
 
-    def _prepare(self, target: Node) -> None:
+    def _prepare(self, targets: list[Node]) -> None:
         """Code maps of every task, then the static checks: before any body runs."""
         state = self.state
-        state.code_maps = self.ctx.mapper.code_maps({n.name: n.task.func for n in state.order})
-        derived = {n.name for n in state.order if self.ctx.source_derived and not n.task.pinned}
+        functions = {n.name: n.task.func for n in state.order if n.task.code is None}
+        state.code_maps = self.ctx.mapper.code_maps(functions)
+        state.code_maps.update({n.name: n.task.code() for n in state.order if n.task.code is not None})
+        derived = {n.name for n in state.order if self.ctx.source_derived and not n.task.pinned
+                   and n.task.outputs is None}
         producers.read_sources(state, state.code_maps, derived, self.ctx.scope, self.meta)
-        producers.check_producers(state, target, self.meta)
+        for target in targets:
+            producers.check_producers(state, target, self.meta)
 
     def _forget_untouched(self) -> None:
         """Keep in memory what this run used, and a bounded set of the rest: a notebook that
@@ -164,7 +179,8 @@ class Scheduler:
                 continue
             inputs = list(trace.inputs.items())
             while node.input_index < len(inputs):
-                ingredient, content_hash = inputs[node.input_index]
+                slot, content_hash = inputs[node.input_index]
+                ingredient = node.task.input_ingredient(slot)
                 state = self._input_state(ingredient)
                 if isinstance(state, Node):
                     return Need(state)
@@ -212,8 +228,8 @@ class Scheduler:
             value = params.peek(name)
             return self._token(node, name, value), verify.shown(value)
 
-        def input_hash(name: str) -> object:
-            entry = self.state.available.get(name)
+        def input_hash(slot: str) -> object:
+            entry = self.state.available.get(node.task.input_ingredient(slot))
             return entry[0].content_hash if entry is not None else None
 
         return verify.Facts(code=self._code_map(node), sub_hash=self._subreactor_hash, param=param,
@@ -265,8 +281,8 @@ class Scheduler:
         node.status, node.trace = Status.CACHED, trace
         if trace.trace_id != node.latest_trace:  # an older trace matched again: make it the latest
             self.meta.promote_trace(node.task.key, trace)
-        for name, version in trace.outputs.items():
-            self.state.available[name] = (version, node)
+        for slot, version in trace.outputs.items():
+            self.state.available[node.task.output_ingredient(slot)] = (version, node)
         self.session.record(node.name, ran=False, started=time.time(), duration=0.0, reason=None)
         self.ctx.logger.debug("reactor '%s' is up to date (trace %s)", node.name, trace.trace_id[:8])
 
@@ -299,21 +315,22 @@ class Scheduler:
             if isinstance(value, Need):
                 return value
 
-    def _receive(self, node: Node, name: str) -> Any:
-        """The value of ``name`` for ``node``, or the ``Need`` to wait on (then ``awaiting``)."""
-        run = node.run
+    def _receive(self, node: Node, request: Any) -> Any:
+        """The value ``request`` asks for, or the ``Need`` to wait on (then ``awaiting``)."""
+        run, name = node.run, request.name
         run.awaiting = None
         if name in run.outputs:  # its own product, sent earlier in this run
             return run.outputs[name].value
         entry = self.state.available.get(name)
         if entry is None:
-            run.awaiting = name
+            run.awaiting = request
             return producers.find(self.state, node, name, self.meta, self.ctx.logger)
         value = self._value(name)
         if isinstance(value, Need):
-            run.awaiting = name
+            run.awaiting = request
             return value
-        run.inputs[name] = entry[0].content_hash
+        if request.record:
+            run.inputs[name] = entry[0].content_hash
         return value
 
     def _value(self, name: str) -> Any:
@@ -412,7 +429,7 @@ class Scheduler:
             raise WarehouseError(f"cannot record the trace of reactor '{node.name}': {exc}",
                                  reactor=node.name) from exc
         if self.state.producers is not None:
-            self.state.producers.update(dict.fromkeys(trace.outputs, node.task.key))
+            self.state.producers.update(dict.fromkeys(trace.published().values(), node.task.key))
         self._free(run, run.temps)
         node.status, node.trace, node.run = Status.RAN, trace, None
         self.session.forced.discard(node.name)
@@ -427,13 +444,16 @@ class Scheduler:
         trace_id = hashing.combine("trace", [("reactor", node.task.key)]
                                    + [("code",) + kv for kv in code.items()]
                                    + [("config", p, t) for p, (t, _) in run.config_reads.items()]
-                                   + [("input",) + kv for kv in run.inputs.items()]
+                                   + [("input", node.task.input_slot(k), v) for k, v in run.inputs.items()]
                                    + [("file",) + kv for kv in files.items()]
                                    + [("dir",) + kv for kv in dirs.items()]
                                    + [("env", k, repr(v)) for k, v in env.items()])
-        outputs = {name: stored.version for name, stored in run.outputs.items()}
-        return Trace(node.task.key, trace_id, code, dict(run.config_reads), dict(run.inputs), outputs,
-                     finished=time.time(), duration=run.elapsed, files=files, dirs=dirs, env=env)
+        task = node.task
+        inputs = {task.input_slot(name): digest for name, digest in run.inputs.items()}
+        outputs = {task.output_slot(name): stored.version for name, stored in run.outputs.items()}
+        names = {slot: name for slot, name in ((task.output_slot(n), n) for n in run.outputs) if slot != name}
+        return Trace(task.key, trace_id, code, dict(run.config_reads), inputs, outputs,
+                     finished=time.time(), duration=run.elapsed, files=files, dirs=dirs, env=env, names=names)
 
     def _free(self, run: driver.ReactorRun, allocations: list[tuple[str, str]]) -> None:
         for key, storage in allocations:

@@ -3,9 +3,13 @@
 A task tells the engine four things: its code (for the code map), how to start its body (a
 generator that yields ``ReceiveRequest``s), where its parameters come from (the plant's config
 for reactors, bound arguments for step calls) and, for tasks whose ingredients are fixed in
-advance, which ingredients it receives and sends. Traces are kept per task ``key``; reactors
-use their name, so several tasks may share one history of traces only when they share code
-(calls of one step).
+advance, which ingredients it receives and sends, by *slot*.
+
+Traces are kept per task ``key`` and record inputs and outputs by slot. A reactor's slots are
+its ingredient names and its key is its name. A step call's slots are its arguments and its
+outputs (``in0``, ``return``), and its key is the step's name: every call of ``scale`` shares
+one history of traces, found by code, argument tokens and input contents, whatever the call is
+named this time (``scale`` or ``scale_1``), so reordering calls re-runs nothing.
 """
 from __future__ import annotations
 
@@ -38,15 +42,44 @@ class Task:
         ``start(run) -> generator``: the body, stepped by the engine.
     params : Params, optional
         Its parameters; None means the plant's config (reactors).
-    sends : tuple of str, optional
-        Ingredients it sends, when known before it runs (step calls); None: read from source.
+    inputs : dict, optional
+        {slot: ingredient} it receives, when fixed before it runs (step calls); None: its
+        receives are read from source and a slot is the ingredient's name (reactors).
+    outputs : dict, optional
+        {slot: ingredient} it sends, when fixed (step calls); None: as for ``inputs``.
+    code : callable, optional
+        ``code() -> {label: hash}``: its code map, for tasks that are not Python functions
+        (a program run as a step); None: the code map of ``func``.
     """
     name: str
     key: str
     func: Callable
     start: Callable[[Any], Generator]
     params: Params | None = None
-    sends: tuple[str, ...] | None = None
+    inputs: dict[str, str] | None = None
+    outputs: dict[str, str] | None = None
+    code: Callable[[], dict[str, str]] | None = None
+
+    @property
+    def sends(self) -> tuple[str, ...] | None:
+        """Ingredients it sends when fixed in advance, else None (read from source)."""
+        return None if self.outputs is None else tuple(self.outputs.values())
+
+    def input_ingredient(self, slot: str) -> str:
+        return slot if self.inputs is None else self.inputs.get(slot, slot)
+
+    def input_slot(self, ingredient: str) -> str:
+        if self.inputs is None:
+            return ingredient
+        return next((slot for slot, name in self.inputs.items() if name == ingredient), ingredient)
+
+    def output_ingredient(self, slot: str) -> str:
+        return slot if self.outputs is None else self.outputs.get(slot, slot)
+
+    def output_slot(self, ingredient: str) -> str:
+        if self.outputs is None:
+            return ingredient
+        return next((slot for slot, name in self.outputs.items() if name == ingredient), ingredient)
 
     @property
     def pinned(self) -> bool:

@@ -88,8 +88,10 @@ class Trace:
 
     code    {label: code hash}: 'reactor' and 'sub:<name>' for each subreactor called
     config  {param: (stable token, short repr)} of non-auxiliary parameters read
-    inputs  {ingredient: content hash} received (own products excluded)
-    outputs {ingredient: Version} sent
+    inputs  {slot: content hash} received (own products excluded); a reactor's slots are the
+            ingredient names, a step call's its arguments (see ``engine/tasks.py``)
+    outputs {slot: Version} sent
+    names   {slot: ingredient} the ingredients the slots were sent as, where they differ
     files   {real path: content hash} external files read (tracking.py)
     dirs    {real path: listing hash} directories listed
     env     {variable: value, None when unset} environment variables read
@@ -107,6 +109,11 @@ class Trace:
     files: dict[str, str] = field(default_factory=dict)
     dirs: dict[str, str] = field(default_factory=dict)
     env: dict[str, str | None] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+
+    def published(self) -> dict[str, str]:
+        """{slot: ingredient name} of every output."""
+        return {slot: self.names.get(slot, slot) for slot in self.outputs}
 
     def to_record(self) -> dict:
         rec = dict(self.__dict__)
@@ -624,7 +631,7 @@ class MetadataStore:
         with self._write() as txn:
             txn.put(key, record, db=self._db(b"traces"))
             self._promote(txn, trace.reactor, trace.trace_id, trace)
-            for name in trace.outputs:
+            for name in trace.published().values():
                 txn.put(name.encode(), _dump({"producer": trace.reactor}), db=self._db(b"ingredients"))
             txn.put(stamp, _dump(history), db=self._db(b"history"))
             self._flush_memo(txn)
@@ -633,7 +640,7 @@ class MetadataStore:
         """Make an older trace the most recent one (a config switched back: A -> B -> A)."""
         with self._write() as txn:
             self._promote(txn, reactor, trace.trace_id, trace)
-            for name in trace.outputs:
+            for name in trace.published().values():
                 txn.put(name.encode(), _dump({"producer": reactor}), db=self._db(b"ingredients"))
 
     def forget_trace(self, reactor: str, trace_id: str) -> None:
