@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
-import lmdb
-
 from . import hashing, reactor as _reactor, static, tracking
 from .config import ConfigBase
 from .dependencies import CodeMapper, CodeScope
@@ -454,9 +452,4 @@ def _open_warehouse(plant_dir: str, durable: bool, logger: logging.Logger) -> Wa
             pass
     except OSError as exc:
         raise PlantDirError(f"plant directory {plant_dir!r} is not writable: {exc}") from exc
-    try:
-        return Warehouse(plant_dir, durable, logger)
-    except (OSError, lmdb.Error) as exc:  # PlantDirError is an OSError: re-raised as it is
-        if isinstance(exc, PlantDirError):
-            raise
-        raise PlantDirError(f"cannot open the warehouse in {plant_dir!r}: {exc}") from exc
+    return Warehouse(plant_dir, durable, logger)  # PlantDirError when it cannot be opened

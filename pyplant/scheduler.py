@@ -39,8 +39,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
-import lmdb
-
 from . import collector, hashing, static, tracking
 from .errors import (AllocationError, CorruptVersionError, PyPlantError, DependencyCycleError, DuplicateProducerError,
                      IngredientNotFoundError, ReactorProtocolError, WarehouseError)
@@ -751,11 +749,7 @@ class Scheduler:
         trace = Trace(node.name, trace_id, code, dict(run.config_reads), dict(run.inputs), outputs,
                       finished=time.time(), duration=run.elapsed, files=files, dirs=dirs, env=env)
         history = self.plant._record_history(node, ran=True, started=run.started, duration=run.elapsed)
-        try:
-            self.meta.commit_trace(trace, history)
-        except lmdb.Error as exc:  # a full disk, a read-only mount: what finished before stays
-            raise WarehouseError(f"cannot record the trace of reactor '{node.name}': {exc}",
-                                 reactor=node.name) from exc
+        self.meta.commit_trace(trace, history)  # WarehouseError when the disk refuses
         if self.producers is not None:
             self.producers.update(dict.fromkeys(outputs, node.name))
         self._free(run, run.temps)
