@@ -12,7 +12,7 @@ from .errors import AllocationError, IngredientNameError, IngredientNameTypeErro
 from .ingredient import type_key
 
 if TYPE_CHECKING:
-    from .scheduler import ReactorRun
+    from .engine.driver import ReactorRun
 
 
 # LMDB's maximum key size: an ingredient name is a key of the metadata.

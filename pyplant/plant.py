@@ -8,8 +8,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
 from . import hashing, reactor as _reactor, static, tracking
@@ -18,7 +16,7 @@ from .dependencies import CodeMapper, CodeScope
 from .errors import (IngredientNotFoundError, PlantClosedError, PlantDirError, ReactorDefinitionError,
                      ReentrantRunError, UnknownReactorError)
 from .pipework import check_name
-from .scheduler import Node, Scheduler
+from .engine import EngineContext, ExecutionRecord, PlantSession, Scheduler, fetch, reactor_task
 from .warehouse import Warehouse, gc
 from .warehouse.gc import GCResult
 
@@ -35,26 +33,6 @@ def _open_only(method: _F) -> _F:
                                    f"{method.__name__}() needs an open plant: create a new Plant")
         return method(self, *args, **kwargs)
     return guarded  # type: ignore[return-value]
-
-
-@dataclass
-class ExecutionRecord:
-    """One reactor in this plant's session history.
-
-    ``totalRuntime`` is the time spent inside the reactor's body, in seconds (0 when cached);
-    ``startTime`` and ``finishTime`` are Unix times; ``wasRun`` is False when the reactor was
-    verified up to date instead of run; ``reason`` says why it ran.
-    """
-    reactorName: str
-    startTime: float
-    totalRuntime: float
-    finishTime: float
-    wasRun: bool
-    reason: str | None = None
-
-    @property
-    def status(self) -> str:
-        return "ran" if self.wasRun else "cached"
 
 
 class Plant:
@@ -122,11 +100,7 @@ class Plant:
         self.config = ConfigBase()
         self.warehouse = _open_warehouse(self.plantDir, durable, self.logger)
         self._listeners: dict[Plant.EventType, list[Callable]] = {}
-        self._history: dict[str, ExecutionRecord] = {}
-        self._values: dict[tuple, Any] = {}  # {version key: loaded value}, see scheduler.py
-        self._last_run: dict = {}            # {ingredient: Version} of the last run_reactor
-        self._forced: set[str] = set()       # reactors to run on the next run_reactor
-        self._decisions: dict[str, str] = {}  # {reactor: why it ran, or 'up to date'}
+        self._session = PlantSession()  # values, last run, forced, decisions, history
         self.track_files, self.track_env = track_files, track_env
         self._file_hashes = tracking.FileHashes(self.warehouse.metadata)
         if track_files or track_env:
@@ -241,10 +215,11 @@ class Plant:
             if name not in self.reactors:
                 raise UnknownReactorError(f"no reactor '{name}' was added to the plant (known: "
                                           f"{', '.join(sorted(self.reactors)) or 'none'})", reactor=name)
-            self._decisions = {}
+            self._session.decisions = {}
             self._running.add(thread)
             try:
-                Scheduler(self).run(name)
+                tasks = [reactor_task(func) for func in self.reactors.values()]
+                Scheduler(self._engine_context(), self._session, tasks).run(name)
             except BaseException:
                 self._after_run(failed=True)
                 raise
@@ -285,7 +260,7 @@ class Plant:
             if name not in known:
                 raise UnknownReactorError(f"cannot force unknown reactor '{name}'"
                                           f"{static.did_you_mean(name, known)}", reactor=name)
-            self._forced.add(name)
+            self._session.forced.add(name)
 
     @_open_only
     def invalidate_ingredient(self, name: str) -> int:
@@ -305,7 +280,7 @@ class Plant:
         """
         check_name(name, None)
         meta = self.warehouse.metadata
-        self._last_run.pop(name, None)
+        self._session.last_run.pop(name, None)
         producer = meta.producer(name)
         if producer is None:
             known = meta.ingredient_names()
@@ -338,8 +313,8 @@ class Plant:
     def _held(self) -> list[str]:
         """Locations of the versions this plant holds: loaded values, and what its last run
         used (``fetch_ingredient`` may load it later)."""
-        held = {location for _, _, location in self._values if location}
-        held.update(v.location for v in self._last_run.values() if v.location)
+        held = set(self._session.held())
+        held.update(v.location for v in self._session.last_run.values() if v.location)
         return sorted(held)
 
     @_open_only
@@ -351,9 +326,10 @@ class Plant:
         changed", "forced", or "up to date" for a reactor verified without running. With a
         reactor, returns its reason alone (KeyError when it was not involved).
         """
+        decisions = self._session.decisions
         if reactor is None:
-            return dict(self._decisions)
-        return self._decisions[_reactor.reactor_name(reactor)]
+            return dict(decisions)
+        return decisions[_reactor.reactor_name(reactor)]
 
     @_open_only
     def fetch_ingredient(self, name: str) -> Any:
@@ -363,15 +339,21 @@ class Plant:
         for a name that cannot be an ingredient name.
         """
         check_name(name, None)
-        return Scheduler(self).latest_value(name)
+        return fetch(self.warehouse, self._session, name)
 
     def _input_recorder(self) -> tracking.InputRecorder | None:
         if not (self.track_files or self.track_env):
             return None
         return tracking.InputRecorder(self.plantDir, self.track_files, self.track_env)
 
-    def _code_mapper(self) -> CodeMapper:
-        return CodeMapper(self._code_hash, self.codeScope, memo=self.warehouse.metadata)
+    def _engine_context(self) -> EngineContext:
+        """What the engine uses of this plant, for one run (the config as set now)."""
+        return EngineContext(
+            warehouse=self.warehouse, config=self.config,
+            mapper=CodeMapper(self._code_hash, self.codeScope, memo=self.warehouse.metadata),
+            scope=self.codeScope, own_hash=self._code_hash, source_derived=self.functionHash is None,
+            file_hashes=self._file_hashes, recorder=self._input_recorder, emit=self._trigger_event,
+            logger=self.logger)
 
     def _code_hash(self, func: Callable) -> str:
         """The hash of one function's own code: ``functionHash``, a pinned version, or source."""
@@ -402,23 +384,15 @@ class Plant:
 
     # --- history ---
 
-    def _record_history(self, node: Node, ran: bool, started: float, duration: float) -> dict:
-        record = ExecutionRecord(node.name, started, duration, time.time(), ran,
-                                 node.reason if ran else "up to date")
-        self._history[node.name] = record
-        self._decisions[node.name] = record.reason
-        return {"reactor": node.name, "started": started, "duration": duration, "ran": ran,
-                "reason": record.reason}
-
     @_open_only
     def get_execution_history(self) -> dict[str, ExecutionRecord]:
         """{reactor name: ExecutionRecord} of the reactors run or verified by this plant."""
-        return dict(self._history)
+        return dict(self._session.history)
 
     @_open_only
     def print_execution_history(self, printFn: Callable[[str], Any] = print) -> None:
         """Print one row per reactor: ran or cached, time in seconds, and why it ran."""
-        records = sorted(self._history.values(), key=lambda r: r.startTime)
+        records = sorted(self._session.history.values(), key=lambda r: r.startTime)
         width = max([len(r.reactorName) for r in records] + [7])
         printFn(f"{'reactor':<{width}}  {'status':<6}  {'seconds':>9}  reason")
         for r in records:

@@ -369,5 +369,5 @@ def test_gc_keeps_what_this_plant_loaded_from_an_older_trace(open_plant, plant_d
     other.run_reactor(target)
     age_files(plant_dir)
     other.gc(keep_last=1)
-    holder._values.clear()  # as if the values had left memory: fetch loads from disk again
+    holder._session.values.clear()  # as if the values had left memory: fetch loads from disk again
     np.testing.assert_array_equal(holder.fetch_ingredient("arr"), np.full(1000, 1.0))

@@ -1,0 +1,35 @@
+"""Reading one ingredient outside a run (``Plant.fetch_ingredient``): no scheduler needed."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import IngredientNotFoundError
+from ..warehouse import Warehouse
+from .session import PlantSession
+from .state import version_key
+
+
+def fetch(warehouse: Warehouse, session: PlantSession, name: str) -> Any:
+    """The version of ``name`` the plant's last run used or made, else the latest one stored
+    (another process may have stored a newer one under another config); loaded once per plant.
+
+    Raises
+    ------
+    IngredientNotFoundError
+        when no trace in the plant directory sent ``name``.
+    CorruptVersionError
+        when the stored version is missing or damaged.
+    """
+    version = session.last_run.get(name)
+    if version is None:
+        meta = warehouse.metadata
+        producer = meta.producer(name)
+        traces = meta.traces(producer, limit=1) if producer else []
+        if not traces or name not in traces[0].outputs:
+            raise IngredientNotFoundError(f"ingredient '{name}' is not in the warehouse",
+                                          reactor=producer, ingredient=name)
+        version = traces[0].outputs[name]
+    key = version_key(version)
+    if key not in session.values:
+        session.values[key] = warehouse.load(version)
+    return session.values[key]

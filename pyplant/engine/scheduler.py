@@ -1,0 +1,445 @@
+"""The suspending scheduler: verifies traces, runs stale tasks, parks and resumes them.
+
+After "Build systems a la carte" (Mokhov, Mitchell and Peyton Jones, 2018): a suspending
+scheduler with verifying, constructive traces. One ``Scheduler`` lives for one ``run_reactor``
+call, so a config edited in place between two calls is seen; its state is a ``SessionState``
+(``state.py``), the plant's memory a ``PlantSession`` (``session.py``).
+
+The loop advances the node on top of an explicit stack (no recursion: a chain of 10,000 tasks
+needs no Python stack):
+
+* a CHECKING node tries its candidate traces (``_candidate_traces``: the trace index gives
+  those whose code and parameters equal the current ones, most recently used first). A
+  candidate verifies when its external inputs are unchanged and each input, once its producer
+  is settled (pushed on the stack), still has the recorded content hash (``verify.py``). A
+  producer that re-ran and made identical bytes therefore stops the wave (early cutoff), and
+  an older trace can match again (config A -> B -> A finds A's versions). When none verifies,
+  the node runs, with the reason its closest trace gives.
+* a RUNNING node's body is stepped (``driver.py``) until it receives an ingredient that is not
+  available; its producer is pushed (``producers.py``). The target of ``run_reactor`` always
+  runs.
+
+Before any body runs, every task's code map is built (module state is still what importing
+left) and the static checks run (``producers.read_sources``, ``check_producers``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .. import collector, hashing, tracking
+from ..config import param_token
+from ..errors import AllocationError, CorruptVersionError, PyPlantError, WarehouseError
+from ..reactor import subreactor_function
+from ..warehouse import Trace
+from ..warehouse.metadata import code_digest, trace_index_key
+from . import driver, producers, verify
+from .session import EngineContext, PlantSession
+from .state import Need, Node, SessionState, Status, version_key
+from .tasks import Task
+
+# 'Why it re-ran' compares with this many recent traces.
+EXPLAIN_TRACES = 16
+
+
+class Scheduler:
+    """Runs tasks for one session of a plant; see the module docstring."""
+
+    def __init__(self, ctx: EngineContext, session: PlantSession, tasks: list[Task]):
+        self.ctx = ctx
+        self.session = session
+        self.meta = ctx.warehouse.metadata
+        self.state = SessionState.of(tasks)
+
+    # --- the driving loop ---
+
+    def run(self, name: str) -> None:
+        """Run task ``name`` and whatever stale tasks produce what it receives.
+
+        Raises whatever a body raised (original type) and the ``pyplant.errors`` of the
+        static checks, a missing ingredient, a cycle, two producers.
+        """
+        with collector.paused():  # bodies run with the collector resumed (driver.step)
+            self._run(name)
+
+    def _run(self, name: str) -> None:
+        state = self.state
+        target = state.nodes[name]
+        self._prepare(target)
+        self._start_running(target, reason="target of run_reactor")
+        state.stack.append(target)
+        try:
+            while state.stack:
+                need = self._advance(state.stack[-1])
+                if need is None:
+                    state.stack.pop()
+                elif need.restart or need.resume:
+                    state.stack.remove(need.producer)
+                    if need.restart:
+                        self._start_running(need.producer, reason="needed while verifying (trace cycle)")
+                    state.stack.append(need.producer)
+                else:
+                    self._push(need.producer)
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._forget_untouched()
+            self.session.last_run = {n: version for n, (version, _) in state.available.items()}
+
+    def _prepare(self, target: Node) -> None:
+        """Code maps of every task, then the static checks: before any body runs."""
+        state = self.state
+        state.code_maps = self.ctx.mapper.code_maps({n.name: n.task.func for n in state.order})
+        derived = {n.name for n in state.order if self.ctx.source_derived and not n.task.pinned}
+        producers.read_sources(state, state.code_maps, derived, self.ctx.scope, self.meta)
+        producers.check_producers(state, target, self.meta)
+
+    def _forget_untouched(self) -> None:
+        """Keep in memory only the values this run used: a notebook that tries 100 configs
+        must not hold 100 versions of every ingredient."""
+        values = self.session.values
+        for key in [k for k in values if k not in self.state.touched]:
+            del values[key]
+
+    def _advance(self, node: Node) -> Need | None:
+        if node.status is Status.CHECKING:
+            return self._advance_check(node)
+        if node.status is Status.RUNNING:
+            return self._advance_run(node)
+        return None
+
+    def _abort(self) -> None:
+        """After an exception: close every unfinished body, free what it allocated and every
+        file it wrote for a version that will never commit."""
+        for node in reversed(self.state.stack):
+            run = node.run
+            if node.status is Status.RUNNING and run is not None:
+                run.close(self.ctx.logger)
+                self._free(run, [(k, s) for k, s, _ in run.allocations.values()] + run.temps)
+                for stored in run.outputs.values():
+                    self.ctx.warehouse.free(stored.version)
+                self._drop_outputs(node)
+            node.status, node.run = Status.NEW, None
+        self.state.stack.clear()
+
+    # --- verifying ---
+
+    def _push(self, node: Node) -> None:
+        node.status = Status.CHECKING
+        node.trace_ids = self._candidate_traces(node)
+        node.trace_index = node.input_index = 0
+        node.checking = None
+        self.state.stack.append(node)
+
+    def _candidate_traces(self, node: Node) -> list[str]:
+        """Ids of the traces whose code and parameters equal the current ones, most recently
+        used first, through the trace index (one lookup per set of parameters the task has
+        read): a return to any stored config costs no scan of older traces."""
+        params = self._params(node)
+
+        def key_of(names: tuple[str, ...]) -> str | None:
+            if not all(params.has(p) and not params.is_auxiliary(p) for p in names):
+                return None  # an auxiliary or removed parameter: not found by key
+            tokens = {p: self._token(node, p, params.peek(p)) for p in names}
+            return trace_index_key(self._code_digest(node), tokens)
+
+        found, node.latest_trace = self.meta.candidate_traces(node.task.key, key_of)
+        return found
+
+    def _advance_check(self, node: Node) -> Need | None:
+        if node.name in self.session.forced:
+            return self._run_forced(node, "forced")
+        facts = self._facts(node)
+        while node.trace_index < len(node.trace_ids):
+            trace = node.checking
+            if trace is None or trace.trace_id != node.trace_ids[node.trace_index]:
+                trace = node.checking = self.meta.trace(node.task.key, node.trace_ids[node.trace_index])
+                if trace is None:  # unreadable: skip it
+                    self._next_trace(node, None)
+                    continue
+            if node.input_index == 0 and verify.static_differences(node.name, trace, facts):
+                self._next_trace(node, None)  # explained by _why_stale if nothing matches
+                continue
+            inputs = list(trace.inputs.items())
+            while node.input_index < len(inputs):
+                ingredient, content_hash = inputs[node.input_index]
+                state = self._input_state(ingredient)
+                if isinstance(state, Node):
+                    return Need(state)
+                upstream = self.state.available.get(ingredient, (None, None))[1]
+                if upstream is not None and upstream.forced:
+                    return self._run_forced(node, f"forced: upstream reactor '{upstream.name}' was forced")
+                if state != content_hash:
+                    break
+                node.input_index += 1
+            else:
+                self._settle_cached(node, trace)
+                return None
+            self._next_trace(node, verify.input_change(ingredient, state))
+        self._start_running(node, node.reason or self._why_stale(node, facts))
+        return self._advance_run(node)
+
+    def _run_forced(self, node: Node, reason: str) -> Need | None:
+        node.forced = True
+        self._start_running(node, reason)
+        return self._advance_run(node)
+
+    def _next_trace(self, node: Node, reason: str | None) -> None:
+        """Try the next candidate; ``reason`` is why this one failed on its inputs (its code
+        and parameters matched, so it explains the re-run best)."""
+        if reason is not None and node.reason is None:
+            node.reason = reason
+        node.trace_index += 1
+        node.input_index = 0
+
+    def _input_state(self, ingredient: str) -> str | Node | None:
+        """Content hash of a settled ingredient, the producer to settle first, or None."""
+        entry = self.state.available.get(ingredient)
+        if entry is not None:
+            return entry[0].content_hash
+        found = producers.candidates(self.state, ingredient, self.meta)
+        return next((p for p in found if p.status is Status.NEW), None)
+
+    def _facts(self, node: Node) -> verify.Facts:
+        """What is true now for ``node``, computed lazily and cached for the session."""
+        params = self._params(node)
+
+        def param(name: str) -> tuple[str, str] | None:
+            if not params.has(name):
+                return None
+            value = params.peek(name)
+            return self._token(node, name, value), verify.shown(value)
+
+        def input_hash(name: str) -> object:
+            entry = self.state.available.get(name)
+            return entry[0].content_hash if entry is not None else None
+
+        return verify.Facts(code=self._code_map(node), sub_hash=self._subreactor_hash, param=param,
+                            auxiliary=params.is_auxiliary, env=os.environ,
+                            file_digest=self.ctx.file_hashes.digest, listing=tracking.listing_hash,
+                            input_hash=input_hash)
+
+    def _why_stale(self, node: Node, facts: verify.Facts) -> str:
+        """Every difference against the closest of the task's recent traces."""
+        found = verify.closest(node.name, self.meta.traces(node.task.key, limit=EXPLAIN_TRACES), facts)
+        if found is None:
+            return self.meta.invalidated(node.task.key) or "no trace yet"
+        return verify.summarize(found)
+
+    def _code_map(self, node: Node) -> dict[str, str]:
+        """{label: hash} of the task's code and all user code it reaches (dependencies.py)."""
+        return self.state.code_maps[node.name]
+
+    def _code_digest(self, node: Node) -> str:
+        digests = self.state.code_digests
+        digest = digests.get(node.name)
+        if digest is None:
+            digest = digests[node.name] = code_digest(self._code_map(node))
+        return digest
+
+    def _subreactor_hash(self, label: str) -> str | None:
+        hashes = self.state.sub_hashes
+        if label not in hashes:
+            func = subreactor_function(label[4:])
+            hashes[label] = None if func is None else self.ctx.own_hash(func)
+        return hashes[label]
+
+    def _params(self, node: Node) -> Any:
+        return node.task.params if node.task.params is not None else self.ctx.config
+
+    def _token(self, node: Node, name: str, value: Any) -> str:
+        """The token of a parameter value, once per session (per parameter source)."""
+        key = (id(node.task.params), name)
+        token = self.state.tokens.get(key)
+        if token is None:
+            token = self.state.tokens[key] = param_token(name, value, self._deep_code_hash, node.name)
+        return token
+
+    def _deep_code_hash(self, func: Any) -> str:
+        """A callable in the config counts with all it reaches: closure cells, helpers, globals."""
+        return hashing.combine("codemap", self.ctx.mapper.code_map(func).items())
+
+    def _settle_cached(self, node: Node, trace: Trace) -> None:
+        node.status, node.trace = Status.CACHED, trace
+        if trace.trace_id != node.latest_trace:  # an older trace matched again: make it the latest
+            self.meta.promote_trace(node.task.key, trace)
+        for name, version in trace.outputs.items():
+            self.state.available[name] = (version, node)
+        self.session.record(node.name, ran=False, started=time.time(), duration=0.0, reason=None)
+        self.ctx.logger.debug("reactor '%s' is up to date (trace %s)", node.name, trace.trace_id[:8])
+
+    # --- running ---
+
+    def _start_running(self, node: Node, reason: str) -> None:
+        node.status, node.reason = Status.RUNNING, reason
+        config = self.ctx.config if node.task.params is None else None
+        node.run = driver.ReactorRun(self, node.task, config, self.ctx.recorder())
+        node.run.node = node
+        self.ctx.logger.info("running reactor '%s': %s", node.name, reason)
+
+    def _advance_run(self, node: Node) -> Need | None:
+        run = node.run
+        value = None
+        if run.generator is None:
+            driver.start(run)
+            self.emit("reactor_started", node.name, node.task.func)
+        elif run.awaiting is not None:
+            value = self._receive(node, run.awaiting)
+            if isinstance(value, Need):
+                return value
+        while True:
+            asked = driver.step(run, value, self.ctx.logger)
+            if asked is driver.FINISHED:
+                self._finish(node)
+                return None
+            self.emit("reactor_step", node.name)
+            value = None if asked is driver.BARE else self._receive(node, asked)
+            if isinstance(value, Need):
+                return value
+
+    def _receive(self, node: Node, name: str) -> Any:
+        """The value of ``name`` for ``node``, or the ``Need`` to wait on (then ``awaiting``)."""
+        run = node.run
+        run.awaiting = None
+        if name in run.outputs:  # its own product, sent earlier in this run
+            return run.outputs[name].value
+        entry = self.state.available.get(name)
+        if entry is None:
+            run.awaiting = name
+            return producers.find(self.state, node, name, self.meta, self.ctx.logger)
+        value = self._value(name)
+        if isinstance(value, Need):
+            run.awaiting = name
+            return value
+        run.inputs[name] = entry[0].content_hash
+        return value
+
+    def _value(self, name: str) -> Any:
+        version, producer = self.state.available[name]
+        key = version_key(version)
+        self.state.touched.add(key)
+        values = self.session.values
+        if key in values:
+            return values[key]
+        try:
+            value = self.ctx.warehouse.load(version)
+        except CorruptVersionError as exc:
+            self.ctx.logger.warning("%s; re-running reactor '%s' to recompute it", exc, producer.name)
+            self.ctx.warehouse.discard(version)
+            self._invalidate(producer)
+            return Need(producer)
+        values[key] = value
+        return value
+
+    def _invalidate(self, node: Node) -> None:
+        """A cached node's versions are damaged: forget its trace and verify it again."""
+        if node.trace is not None:
+            self.meta.forget_trace(node.task.key, node.trace.trace_id)
+        self._drop_outputs(node)
+        node.status, node.trace, node.reason = Status.NEW, None, "a stored version was missing or corrupted"
+
+    def _drop_outputs(self, node: Node) -> None:
+        available = self.state.available
+        for name in [n for n, (_, p) in available.items() if p is node]:
+            version, _ = available.pop(name)
+            self.session.values.pop(version_key(version), None)
+
+    # --- what a run asks (driver.RunHost) ---
+
+    def emit(self, event: str, *args: Any) -> None:
+        self.ctx.emit(event, *args)
+
+    def param_token(self, run: driver.ReactorRun, name: str, value: Any) -> str:
+        return self._token(run.node, name, value)
+
+    def send(self, run: driver.ReactorRun, name: str, value: Any, key: str | None) -> None:
+        producers.check_single_producer(self.state, run.node, name, self.meta)
+        warehouse = self.ctx.warehouse
+        allocated = run.allocations.pop(name, None)
+        if key is None:  # the allocated value itself (its path) keeps its allocated type
+            key = allocated[0] if allocated and _is_allocated(value, allocated[2]) \
+                else warehouse.infer_type(value)
+        warehouse.check_type(key)
+        try:
+            stored = warehouse.store(name, value, key, allocated[1] if allocated else None, reactor=run.name)
+        except PyPlantError:
+            raise
+        except Exception as exc:
+            exc.add_note(f"(while reactor '{run.name}' sent ingredient '{name}')")
+            raise
+        run.outputs[name] = stored
+        self.state.available[name] = (stored.version, run.node)
+        self.session.values[version_key(stored.version)] = stored.value
+        self.state.touched.add(version_key(stored.version))
+
+    def allocate(self, run: driver.ReactorRun, name: str, key: str | None, temp: bool, **kwargs: Any) -> Any:
+        if key is None:
+            raise AllocationError(f"reactor '{run.name}' must give a type to allocate '{name}'",
+                                  reactor=run.name, ingredient=name)
+        if not temp:
+            producers.check_single_producer(self.state, run.node, name, self.meta)
+        try:
+            value, storage = self.ctx.warehouse.allocate(name, key, temp=temp, **kwargs)
+        except AllocationError as exc:
+            raise AllocationError(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
+                                  reactor=run.name, ingredient=name) from exc
+        except WarehouseError as exc:
+            raise WarehouseError(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
+                                 reactor=run.name, ingredient=name) from exc
+        except Exception as exc:
+            exc.add_note(f"(while reactor '{run.name}' allocated ingredient '{name}')")
+            raise
+        if temp:
+            run.temps.append((key, storage))
+        else:
+            run.allocations[name] = (key, storage, value)
+        return value
+
+    # --- finishing ---
+
+    def _finish(self, node: Node) -> None:
+        run = node.run
+        run.check_protocol()
+        for name, (key, storage, value) in list(run.allocations.items()):
+            self.send(run, name, value, key)  # allocated but not sent: send it now
+        trace = self._trace_of(node, run)
+        history = self.session.record(node.name, ran=True, started=run.started, duration=run.elapsed,
+                                      reason=node.reason)
+        self.meta.commit_trace(trace, history)  # WarehouseError when the disk refuses
+        if self.state.producers is not None:
+            self.state.producers.update(dict.fromkeys(trace.outputs, node.task.key))
+        self._free(run, run.temps)
+        node.status, node.trace, node.run = Status.RAN, trace, None
+        self.session.forced.discard(node.name)
+        self.ctx.logger.info("reactor '%s' finished in %.3f s", node.name, run.elapsed)
+        self.emit("reactor_finished", node.name)
+
+    def _trace_of(self, node: Node, run: driver.ReactorRun) -> Trace:
+        """The trace a finished run leaves (see ``warehouse.Trace``)."""
+        code = dict(self._code_map(node))
+        code.update({f"sub:{n}": self.ctx.own_hash(f) for n, f in run.subreactors.items()})
+        files, dirs, env = run.external.finish(self.ctx.file_hashes) if run.external else ({}, {}, {})
+        trace_id = hashing.combine("trace", [("reactor", node.task.key)]
+                                   + [("code",) + kv for kv in code.items()]
+                                   + [("config", p, t) for p, (t, _) in run.config_reads.items()]
+                                   + [("input",) + kv for kv in run.inputs.items()]
+                                   + [("file",) + kv for kv in files.items()]
+                                   + [("dir",) + kv for kv in dirs.items()]
+                                   + [("env", k, repr(v)) for k, v in env.items()])
+        outputs = {name: stored.version for name, stored in run.outputs.items()}
+        return Trace(node.task.key, trace_id, code, dict(run.config_reads), dict(run.inputs), outputs,
+                     finished=time.time(), duration=run.elapsed, files=files, dirs=dirs, env=env)
+
+    def _free(self, run: driver.ReactorRun, allocations: list[tuple[str, str]]) -> None:
+        for key, storage in allocations:
+            self.ctx.warehouse.deallocate(key, storage)
+
+
+def _is_allocated(value: Any, allocated: Any) -> bool:
+    """True when ``value`` is what ``allocate`` returned (the object, or the same path)."""
+    if value is allocated:
+        return True
+    return isinstance(value, (str, os.PathLike)) and isinstance(allocated, str) \
+        and os.fspath(value) == allocated

@@ -1,0 +1,93 @@
+"""What a plant keeps between ``run_reactor`` calls, and what the engine needs from it.
+
+``PlantSession`` is the plant's memory (owned by ``Plant``, read and written by the engine):
+
+    values     {VersionKey: value}: loaded and sent values (versions are immutable, so a value
+               is loaded once per plant); after each run only what that run used is kept
+    last_run   {ingredient: Version}: what the last run used or made (``fetch_ingredient``)
+    forced     {task name}: to run on the next run even when its traces verify
+    decisions  {task name: reason}: why each task of the last run ran, or "up to date"
+    history    {task name: ExecutionRecord}: every task this plant ran or verified
+
+``EngineContext`` is what the engine uses of its plant: the warehouse, the config, how code is
+hashed, the input recorder, the logger and the event sink. The engine never imports the plant.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..config import ConfigBase
+from ..dependencies import CodeMapper, CodeScope
+from ..tracking import FileHashes, InputRecorder
+from ..warehouse import Version, Warehouse
+from .state import VersionKey
+
+
+@dataclass
+class ExecutionRecord:
+    """One reactor in a plant's session history.
+
+    ``totalRuntime`` is the time spent inside the reactor's body, in seconds (0 when cached);
+    ``startTime`` and ``finishTime`` are Unix times (seconds); ``wasRun`` is False when the
+    reactor was verified up to date instead of run; ``reason`` says why it ran.
+    """
+    reactorName: str
+    startTime: float
+    totalRuntime: float
+    finishTime: float
+    wasRun: bool
+    reason: str | None = None
+
+    @property
+    def status(self) -> str:
+        """'ran' or 'cached'."""
+        return "ran" if self.wasRun else "cached"
+
+
+@dataclass
+class PlantSession:
+    """A plant's memory between runs; see the module docstring."""
+    values: dict[VersionKey, Any] = field(default_factory=dict)
+    last_run: dict[str, Version] = field(default_factory=dict)
+    forced: set[str] = field(default_factory=set)
+    decisions: dict[str, str] = field(default_factory=dict)
+    history: dict[str, ExecutionRecord] = field(default_factory=dict)
+
+    def record(self, name: str, ran: bool, started: float, duration: float, reason: str | None) -> dict:
+        """Note one task of this run in the history; returns the record stored in the metadata.
+
+        ``started`` is a Unix time, ``duration`` seconds inside the body.
+        """
+        record = ExecutionRecord(name, started, duration, time.time(), ran, reason if ran else "up to date")
+        self.history[name] = record
+        self.decisions[name] = record.reason
+        return {"reactor": name, "started": started, "duration": duration, "ran": ran,
+                "reason": record.reason}
+
+    def held(self) -> list[str]:
+        """Locations of the versions this plant holds in memory (GC must keep them)."""
+        return [location for _, _, location in self.values if location]
+
+
+@dataclass
+class EngineContext:
+    """The services of a plant the engine uses (see the module docstring).
+
+    ``own_hash(func) -> str`` is the hash of one function's own code (``functionHash``, a
+    pinned version, or its source); ``source_derived`` is False when ``functionHash`` replaces
+    source hashing (then nothing read from source is memoized by code maps). ``emit(event,
+    name, *args)`` calls the plant's event listeners.
+    """
+    warehouse: Warehouse
+    config: ConfigBase
+    mapper: CodeMapper
+    scope: CodeScope
+    own_hash: Callable[[Callable], str]
+    source_derived: bool
+    file_hashes: FileHashes
+    recorder: Callable[[], InputRecorder | None]
+    emit: Callable[..., None]
+    logger: logging.Logger
