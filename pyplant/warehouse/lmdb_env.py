@@ -339,8 +339,9 @@ def _open_readonly(path: str) -> tuple[lmdb.Environment, dict[bytes, Any]]:
     except lmdb.Error as exc:
         raise Damaged(f"LMDB cannot open it read-only: {exc}") from exc
     try:
-        with env.begin() as txn:
-            dbs = {name: _open_db_if_present(env, txn, name) for name in DBS}
+        with env.begin() as txn:  # a database an older version did not have yet stays None
+            present = [name for name in DBS if txn.get(name) is not None]
+        dbs = {name: env.open_db(name, create=False) if name in present else None for name in DBS}
     except lmdb.Error as exc:
         env.close()
         raise Damaged(f"a page of it is unreadable: {exc}") from exc
@@ -352,26 +353,15 @@ def _cannot_write(exc: lmdb.Error) -> bool:
         or "Read-only file system" in str(exc) or getattr(exc, "errno", None) in (errno.EACCES, errno.EROFS)
 
 
-def _open_db_if_present(env: lmdb.Environment, txn: lmdb.Transaction, name: bytes) -> Any:
-    if txn.get(name) is None:  # written by a version that did not have this database yet
-        return None
-    return env.open_db(name, txn=txn, create=False)
-
-
-class ReadOnlyConflict(Exception):
-    """A read-write open of an environment this process has open read-only."""
-
-
 def acquire(path: str, durable: bool, readonly: bool = False) -> Shared:
     """The process's environment of ``path`` (a real path), opened when it is not yet, with
-    one more user. A read-only request uses an environment already open read-write.
+    one more user. A read-only request uses an environment already open read-write; a
+    read-write request reopens one that is open read-only (see ``_reopen_writable``).
 
     Raises
     ------
     Damaged
         (read-only) when the environment is missing or damaged.
-    ReadOnlyConflict
-        when a read-write open finds it open read-only in this process.
     lmdb.Error, OSError
         when it cannot be opened (the store translates them).
     """
@@ -385,10 +375,22 @@ def acquire(path: str, durable: bool, readonly: bool = False) -> Shared:
             shared = Shared(path, env, dbs, readonly)
             _envs[path] = shared
         elif shared.readonly and not readonly:
-            raise ReadOnlyConflict(f"{path} is open read-only in this process; close the "
-                                   f"read-only view before opening the plant")
+            _reopen_writable(shared, durable)
         shared.users += 1
         return shared
+
+
+def _reopen_writable(shared: Shared, durable: bool) -> None:
+    """Replace a read-only environment by a read-write one, in place: the read-only views
+    sharing it read through the new one (they never write). The old one is closed first:
+    LMDB must never have two environments of one path open in a process."""
+    shared.env.close()
+    try:
+        shared.env, shared.dbs = _open_env(shared.path, durable)
+    except BaseException:
+        _envs.pop(shared.path, None)  # closed: the next acquire opens afresh
+        raise
+    shared.readonly = False
 
 
 def release(shared: Shared) -> None:

@@ -132,8 +132,7 @@ class LmdbMetadata(MetadataBackend):
     Raises
     ------
     PlantDirError
-        when the environment cannot be opened (read-only: also when it is missing or damaged,
-        or open read-only here while a read-write open is asked for).
+        when the environment cannot be opened (read-only: also when it is missing or damaged).
     PlantClosedError
         from every method once ``close`` was called.
     WarehouseError
@@ -148,7 +147,7 @@ class LmdbMetadata(MetadataBackend):
         self._file_hashes_pending: dict[str, tuple] = {}
         try:
             self._shared = lmdb_env.acquire(self.path, durable, readonly)
-        except (lmdb.Error, OSError, lmdb_env.Damaged, lmdb_env.ReadOnlyConflict) as exc:
+        except (lmdb.Error, OSError, lmdb_env.Damaged) as exc:
             raise PlantDirError(f"cannot open the plant metadata in {self.path}: {exc}",
                                 path=self.path) from exc
         self._closed = False
