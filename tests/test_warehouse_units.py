@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from pyplant import Ingredient, IngredientTypeSpec, Plant, ReactorFunc, specs
 from pyplant import hashing
-from pyplant.errors import AllocationError, CorruptVersionError, SerializationError, WarehouseError
+from pyplant.errors import AllocationError, CorruptVersionError, SerializationError
 from pyplant.warehouse import INLINE_MAX_BYTES, store as store_module
 from pyplant.warehouse.records import Version
 

@@ -360,7 +360,7 @@ class Scheduler:
         allocated = run.allocations.pop(name, None)
         if key is None:  # the allocated value itself (its path) keeps its allocated type
             key = allocated[0] if allocated and _is_allocated(value, allocated[2]) \
-                else warehouse.infer_type(value)
+                else warehouse.infer_type(value, name=name, reactor=run.name)
         warehouse.check_type(key)
         try:
             stored = warehouse.store(name, value, key, allocated[1] if allocated else None, reactor=run.name)
@@ -381,7 +381,7 @@ class Scheduler:
         if not temp:
             producers.check_single_producer(self.state, run.node, name, self.meta)
         try:
-            value, storage = self.ctx.warehouse.allocate(name, key, temp=temp, **kwargs)
+            value, storage = self.ctx.warehouse.allocate(name, key, temp=temp, reactor=run.name, **kwargs)
         except AllocationError as exc:
             raise AllocationError(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
                                   reactor=run.name, ingredient=name) from exc

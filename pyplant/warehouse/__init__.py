@@ -139,16 +139,27 @@ class _Codecs:
                                  version=version, path=version.location) from exc
         return value
 
-    def infer_type(self, value: Any) -> str:
+    def infer_type(self, value: Any, name: str | None = None, reactor: str | None = None) -> str:
         """The type key a value sent without a type is stored with: simple, list, array, the
         first spec or codec that accepts it, else object.
+
+        Parameters
+        ----------
+        value : Any
+            The value sent.
+        name, reactor : str, optional
+            The ingredient and the sending reactor, named in errors.
 
         Raises
         ------
         SpecError
             when a spec's ``is_instance`` raises.
         """
-        return self.codecs.infer(value)
+        try:
+            return self.codecs.infer(value)
+        except PyPlantError as exc:
+            _name(exc, reactor, name)
+            raise
 
     def check_type(self, key: str) -> None:
         """Raise ``IngredientTypeError`` (an ``AllocationError``) unless a codec is registered
@@ -298,7 +309,8 @@ class Warehouse(_Codecs):
             raise WarehouseError(f"reactor '{reactor}' cannot store ingredient '{name}': {exc}",
                                  reactor=reactor, ingredient=name) from exc
 
-    def allocate(self, name: str, key: str, temp: bool = False, **kwargs: Any) -> tuple[Any, str]:
+    def allocate(self, name: str, key: str, temp: bool = False, reactor: str | None = None,
+                 **kwargs: Any) -> tuple[Any, str]:
         """Create a value to fill in place, in a new storage of its own.
 
         Parameters
@@ -309,6 +321,8 @@ class Warehouse(_Codecs):
             A registered, allocatable type (``file``, ``hdf_array``, an allocatable spec).
         temp : bool
             A temporary allocation (its storage name starts with ``temp-``).
+        reactor : str, optional
+            The allocating reactor, named in errors.
         **kwargs
             ``filename=`` (one plain file name) for files; ``shape=``, ``dtype=`` and h5py
             options for HDF arrays; what the spec takes otherwise.
@@ -337,10 +351,11 @@ class Warehouse(_Codecs):
                                       f"send it instead", ingredient=name)
             return codec.allocate(self, name, storage, **kwargs)
         except PyPlantError as exc:
-            _name(exc, None, name)
+            _name(exc, reactor, name)
             raise
         except (OSError, LocationError) as exc:
-            raise WarehouseError(f"cannot allocate ingredient '{name}': {exc}", ingredient=name) from exc
+            raise WarehouseError(f"cannot allocate ingredient '{name}': {exc}", reactor=reactor,
+                                 ingredient=name) from exc
 
     def deallocate(self, key: str, storage: str) -> None:
         """Free a temp allocation or the leftovers of a failed reactor: only what
@@ -471,10 +486,11 @@ class ReadOnlyWarehouse(_Codecs):
         self.close()
 
 
-def _name(exc: PyPlantError, reactor: str | None, ingredient: str) -> None:
+def _name(exc: PyPlantError, reactor: str | None, ingredient: str | None) -> None:
     """Fill in the reactor and the ingredient an error raised below the facade is about."""
     if exc.reactor is None:
         exc.reactor = reactor
-    if exc.ingredient is None or exc.ingredient != ingredient and "@" in exc.ingredient:
+    if ingredient is not None and (exc.ingredient is None or exc.ingredient != ingredient
+                                   and "@" in exc.ingredient):
         exc.ingredient = ingredient  # a spec names the storage (<ingredient>@<token>)
 

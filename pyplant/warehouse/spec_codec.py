@@ -56,6 +56,14 @@ class SpecCodec(Codec):
         storage = allocated or locations.storage_name(name)
         warehouse.hold(storage)
         spec_dir_inside(warehouse, storage)
+        try:
+            return self._store(warehouse, name, value, storage)
+        except BaseException:
+            if allocated is None:  # what the failed store wrote; an allocation is freed by its reactor
+                self._remove(warehouse, storage)
+            raise
+
+    def _store(self, warehouse: "Warehouse", name: str, value: Any, storage: str) -> Stored:
         meta = self._call(name, "store", lambda: self.spec.store(warehouse, storage, value))
         content_hash = self._hash(value, name) or hashing.digest("storage", storage)
         files = fingerprint(warehouse, storage)
@@ -69,6 +77,12 @@ class SpecCodec(Codec):
         if callable(received):
             value = self._call(name, "stored_value", lambda: received(warehouse, storage, value, meta))
         return Stored(version, value)
+
+    def _remove(self, warehouse: "Warehouse", storage: str) -> None:
+        try:
+            self.deallocate(warehouse, storage)
+        except Exception as exc:  # the store's own error matters more
+            warehouse.logger.warning("could not free ingredient storage %s: %s", storage, exc)
 
     def load(self, warehouse: "Warehouse", version: Version) -> Any:
         warehouse.paths.path_of(f"specs/{version.location}")  # specs/ must not lead out of the plant

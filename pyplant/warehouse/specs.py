@@ -300,6 +300,8 @@ class ScipySparseSpec(IngredientTypeSpec):
         return value if value.format in self.NATIVE_FORMATS else value.tocsr()
 
     def content_hash(self, value: Any) -> str:
+        """Hex digest (32 characters) of format, shape, dtype, matrix or array, and the index
+        and data arrays: equal matrices, equal hashes (early cutoff)."""
         native = self._native(value)
         parts = [value.format, repr(value.shape), value.dtype.str, type(value).__name__]
         for attr in ("data", "indices", "indptr", "row", "col", "offsets"):
