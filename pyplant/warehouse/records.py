@@ -27,24 +27,35 @@ class RecordError(ValueError):
     """A stored record of the wrong shape (a missing field, a field of the wrong type)."""
 
 
-def _check(rec: Any, kind: str, required: Mapping[str, type | tuple[type, ...]],
-           optional: Mapping[str, type | tuple[type, ...]] = {}) -> Mapping:
-    """``rec`` when it is a mapping whose required and present optional fields have the given
-    types; ``RecordError`` otherwise."""
-    if not isinstance(rec, Mapping):
-        raise RecordError(f"a {kind} record must be a dict, got {type(rec).__name__}")
-    for name, types in required.items():
-        if not isinstance(rec.get(name, _MISSING), types):
-            raise RecordError(f"{kind} record: field {name!r} is missing or has type "
-                              f"{type(rec.get(name)).__name__}")
-    for name, types in optional.items():
-        if name in rec and not isinstance(rec[name], types):
-            raise RecordError(f"{kind} record: field {name!r} has type {type(rec[name]).__name__}")
-    return rec
-
-
-_MISSING = object()
+_REQUIRED = object()
+_NONE = type(None)
 _NUMBER = (int, float)
+
+# (field, accepted types, default): _REQUIRED for a required field; a type (dict, list) as the
+# default makes a fresh one per record.
+_Spec = tuple[tuple[str, Any, Any], ...]
+
+
+def _build(cls: type, rec: Any, kind: str, spec: _Spec) -> Any:
+    """An instance of the frozen dataclass ``cls`` from the mapping ``rec``, each field checked
+    against ``spec``; ``RecordError`` for a record of the wrong shape. Fields are set on the
+    instance's ``__dict__`` directly (one pass: records are decoded on every warm run)."""
+    if not isinstance(rec, dict):
+        raise RecordError(f"a {kind} record must be a dict, got {type(rec).__name__}")
+    values = {}
+    get = rec.get
+    for name, types, default in spec:
+        value = get(name, _REQUIRED)
+        if value is _REQUIRED:
+            if default is _REQUIRED:
+                raise RecordError(f"{kind} record: field {name!r} is missing")
+            value = default() if isinstance(default, type) else default
+        elif not isinstance(value, types):
+            raise RecordError(f"{kind} record: field {name!r} has type {type(value).__name__}")
+        values[name] = value
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
 
 
 @dataclass(frozen=True)
@@ -98,14 +109,12 @@ class Version:
     @classmethod
     def from_record(cls, rec: Any) -> "Version":
         """The version stored as ``rec``; raises ``RecordError`` for a record of the wrong shape."""
-        _check(rec, "version", _VERSION_REQUIRED, _VERSION_OPTIONAL)
-        return cls(rec["name"], rec["type"], rec["content_hash"], rec.get("location"),
-                   rec.get("inline"), rec.get("meta"), rec.get("nbytes", 0), rec.get("files"))
+        return _build(cls, rec, "version", _VERSION)
 
 
-_VERSION_REQUIRED = {"name": str, "type": str, "content_hash": str}
-_VERSION_OPTIONAL = {"location": (str, type(None)), "inline": (bytes, type(None)),
-                     "meta": (dict, type(None)), "nbytes": int, "files": (dict, type(None))}
+_VERSION: _Spec = (("name", str, _REQUIRED), ("type", str, _REQUIRED), ("content_hash", str, _REQUIRED),
+                   ("location", (str, _NONE), None), ("inline", (bytes, _NONE), None),
+                   ("meta", (dict, _NONE), None), ("nbytes", int, 0), ("files", (dict, _NONE), None))
 
 
 @dataclass(frozen=True)
@@ -160,11 +169,9 @@ class Trace:
     def from_record(cls, rec: Any) -> "Trace":
         """The trace stored as ``rec``; raises ``RecordError`` for a record of the wrong shape
         (a damaged version inside it included)."""
-        _check(rec, "trace", _TRACE_REQUIRED, _TRACE_OPTIONAL)
-        return cls(rec["reactor"], rec["trace_id"], rec["code"], rec["config"], rec["inputs"],
-                   {k: Version.from_record(v) for k, v in rec["outputs"].items()},
-                   rec.get("finished", 0.0), rec.get("duration", 0.0), rec.get("files", {}),
-                   rec.get("dirs", {}), rec.get("env", {}))
+        trace = _build(cls, rec, "trace", _TRACE)
+        trace.__dict__["outputs"] = {k: Version.from_record(v) for k, v in trace.outputs.items()}
+        return trace
 
     @property
     def index_key(self) -> str:
@@ -178,9 +185,10 @@ class Trace:
 
 
 _TRACE_FIELDS = fields(Trace)
-_TRACE_REQUIRED = {"reactor": str, "trace_id": str, "code": dict, "config": dict, "inputs": dict,
-                   "outputs": dict}
-_TRACE_OPTIONAL = {"finished": _NUMBER, "duration": _NUMBER, "files": dict, "dirs": dict, "env": dict}
+_TRACE: _Spec = (("reactor", str, _REQUIRED), ("trace_id", str, _REQUIRED), ("code", dict, _REQUIRED),
+                 ("config", dict, _REQUIRED), ("inputs", dict, _REQUIRED), ("outputs", dict, _REQUIRED),
+                 ("finished", _NUMBER, 0.0), ("duration", _NUMBER, 0.0), ("files", dict, dict),
+                 ("dirs", dict, dict), ("env", dict, dict))
 
 
 @dataclass(frozen=True)
@@ -217,10 +225,11 @@ class HistoryRecord:
         ``RecordError`` for a record of the wrong shape."""
         if isinstance(rec, HistoryRecord):
             return rec
-        _check(rec, "history", {"reactor": str, "started": _NUMBER},
-               {"duration": _NUMBER, "ran": bool, "reason": (str, type(None))})
-        return cls(rec["reactor"], rec["started"], rec.get("duration", 0.0), rec.get("ran", True),
-                   rec.get("reason"))
+        return _build(cls, rec, "history", _HISTORY)
+
+
+_HISTORY: _Spec = (("reactor", str, _REQUIRED), ("started", _NUMBER, _REQUIRED), ("duration", _NUMBER, 0.0),
+                   ("ran", bool, True), ("reason", (str, _NONE), None))
 
 
 @dataclass(frozen=True)
@@ -257,11 +266,14 @@ class ReactorRecord:
     @classmethod
     def from_record(cls, rec: Any) -> "ReactorRecord":
         """The record stored as ``rec``; raises ``RecordError`` for a record of the wrong shape."""
-        _check(rec, "reactor", {"traces": list}, {"used": dict, "shapes": list,
-                                                   "invalidated": (str, type(None))})
-        if not all(isinstance(t, str) for t in rec["traces"]):
+        record = _build(cls, rec, "reactor", _REACTOR)
+        if not all(type(t) is str for t in record.traces):
             raise RecordError("reactor record: a trace id that is not a str")
-        return cls(list(rec["traces"]), dict(rec.get("used", {})), rec.get("shapes"), rec.get("invalidated"))
+        return record
+
+
+_REACTOR: _Spec = (("traces", list, _REQUIRED), ("used", dict, dict), ("shapes", (list, _NONE), None),
+                   ("invalidated", (str, _NONE), None))
 
 
 @dataclass(frozen=True)
@@ -290,7 +302,9 @@ class LeaseRecord:
     def from_lines(cls, header: Any, locations: Iterable[Any]) -> "LeaseRecord":
         """A lease from its decoded header and journal lines (entries that are not a str are
         ignored); raises ``RecordError`` for a header of the wrong shape."""
-        _check(header, "lease", {"pid": int, "started": _NUMBER})
+        if not isinstance(header, dict) or not isinstance(header.get("pid"), int) \
+                or not isinstance(header.get("started"), _NUMBER):
+            raise RecordError(f"a lease header must hold an int pid and a start time, got {header!r}")
         return cls(header["pid"], float(header["started"]),
                    frozenset(loc for loc in locations if isinstance(loc, str)))
 
