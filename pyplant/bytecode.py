@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple
 
 from . import hashing
+from .caches import IdentityCache
 
 # Method names that change a builtin or library container in place.
 MUTATING_METHODS = frozenset({
@@ -82,7 +83,7 @@ class _Const:
 
 
 _UNKNOWN = None
-_cache: dict[int, tuple[types.CodeType, Facts]] = {}
+_cache: IdentityCache[Facts] = IdentityCache()
 _INPLACE = {"+=": "__iadd__", "-=": "__isub__", "*=": "__imul__", "/=": "__itruediv__",
             "//=": "__ifloordiv__", "%=": "__imod__", "**=": "__ipow__", "<<=": "__ilshift__",
             ">>=": "__irshift__", "&=": "__iand__", "|=": "__ior__", "^=": "__ixor__",
@@ -95,9 +96,9 @@ def facts(code: types.CodeType, memo: Any = None) -> Facts:
     ``memo`` (a ``hashing.CodeMemo``: the plant's LMDB table) keeps them by bytecode
     fingerprint across processes, so a warm process analyses no code it has seen.
     """
-    cached = _cache.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1]
+    cached = _cache.get(code)
+    if cached is not None:
+        return cached
     key = None
     result = None
     if memo is not None:
@@ -108,8 +109,7 @@ def facts(code: types.CodeType, memo: Any = None) -> Facts:
         result = _Analysis(code, None).run()
         if key is not None:
             memo.put(key, _dumps(result))
-    _cache[id(code)] = (code, result)
-    return result
+    return _cache.put(code, result)
 
 
 def _dumps(found: Facts) -> str:
@@ -141,15 +141,15 @@ def _key_in(raw: list) -> Any:
     return ANY_KEY if kind == "any" else tuple(raw[1]) if kind == "tuple" else raw[1]
 
 
-_names_cache: dict[int, tuple[types.CodeType, frozenset, bool]] = {}
+_names_cache: IdentityCache[tuple[frozenset, bool]] = IdentityCache()
 
 
 def names(code: types.CodeType) -> tuple[frozenset, bool]:
     """A first look, without decoding: every name of ``code`` and its nested code
     (``co_names``: globals and attributes together) and whether it imports anything."""
-    cached = _names_cache.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1], cached[2]
+    cached = _names_cache.get(code)
+    if cached is not None:
+        return cached
     found = set(code.co_names)
     imports = bytes([_IMPORT_NAME]) in code.co_code[::2]
     for const in code.co_consts:
@@ -157,9 +157,7 @@ def names(code: types.CodeType) -> tuple[frozenset, bool]:
             nested, nested_imports = names(const)
             found |= nested
             imports = imports or nested_imports
-    result = frozenset(found), imports
-    _names_cache[id(code)] = (code, *result)
-    return result
+    return _names_cache.put(code, (frozenset(found), imports))
 
 
 # --- reading instructions --------------------------------------------------------------------
@@ -567,23 +565,21 @@ def _nb_symbol(arg: int) -> str:
     return ops[arg][1] if ops is not None and 0 <= arg < len(ops) else ""
 
 
-_assigned_cache: dict[int, tuple[types.CodeType, frozenset, frozenset]] = {}
+_assigned_cache: IdentityCache[tuple[frozenset, frozenset]] = IdentityCache()
 
 
 def _assignments(code: types.CodeType) -> tuple[frozenset, frozenset]:
     """(names assigned or deleted anywhere in ``code``, names assigned exactly once)."""
-    cached = _assigned_cache.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1], cached[2]
+    cached = _assigned_cache.get(code)
+    if cached is not None:
+        return cached
     counts: dict[str, int] = {}
     for _, opname, _, argval, _ in _decoded(code):
         if opname in ("STORE_FAST", "STORE_DEREF"):
             counts[argval] = counts.get(argval, 0) + 1
         elif opname in ("DELETE_FAST", "DELETE_DEREF", "STORE_NAME", "DELETE_NAME"):
             counts[argval] = counts.get(argval, 0) + 2
-    result = frozenset(counts), frozenset(n for n, c in counts.items() if c == 1)
-    _assigned_cache[id(code)] = (code, *result)
-    return result
+    return _assigned_cache.put(code, (frozenset(counts), frozenset(n for n, c in counts.items() if c == 1)))
 
 
 def _assigned_names(code: types.CodeType) -> frozenset:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from . import hashing
+from . import tokens
 from .errors import ConfigError, ConfigWriteError, TokenizationError
-from .tokens import cached_properties
 
 # Names of ConfigBase's own API, never treated as parameters.
 _API = frozenset({"peek", "has", "mark_auxiliary", "is_auxiliary", "get_param_names"})
@@ -144,12 +143,12 @@ def _is_plain_value(attr: Any) -> bool:
 
 
 def _is_cached_property(kind: type, name: str) -> bool:
-    return name in cached_properties(kind)
+    return name in tokens.cached_properties(kind)
 
 
 def param_token(name: str, value: Any, code_hasher: Callable[[Callable], str],
                 reactor: str | None = None) -> str:
-    """The stable token of config parameter ``name`` (see ``hashing.stable_token``); functions
+    """The stable token of config parameter ``name`` (see ``tokens.stable_token``); functions
     and classes in it count by ``code_hasher``.
 
     Raises
@@ -160,7 +159,7 @@ def param_token(name: str, value: Any, code_hasher: Callable[[Callable], str],
         generator, a socket), or a structure nested too deeply.
     """
     try:
-        return hashing.stable_token(value, code_hasher)
+        return tokens.stable_token(value, code_hasher)
     except (TokenizationError, RecursionError, ValueError, OverflowError) as exc:
         where = f" (read by reactor '{reactor}')" if reactor else ""
         raise ConfigError(f"config parameter '{name}'{where} cannot be compared across runs: {exc}. "

@@ -1,4 +1,4 @@
-"""Content hashes, code hashes and stable tokens of config values.
+"""Content hashes and code hashes (stable tokens of values are in ``tokens.py``).
 
 Every hash is xxh3-128 (``xxhash``) over a canonical encoding that starts with a domain tag, so
 that a code hash can never equal a content hash of some bytes (as redun's ``hash_struct`` does).
@@ -26,13 +26,14 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 import xxhash
 
+from .caches import BoundedCache, IdentityCache
 from .errors import TokenizationError
 
 HEX_DIGEST_CHARS = 32
 _SEP = b"\x1f"
 
 __all__ = ["TokenizationError", "digest", "bytes_hash", "array_hash", "file_hash", "code_hash",
-           "stable_token", "short_repr", "combine"]
+           "short_repr", "combine", "qualified_name"]
 
 
 def digest(domain: str, *parts: bytes | str) -> str:
@@ -85,8 +86,8 @@ class CodeMemo(Protocol):
     def put(self, key: str, value: str) -> None: ...
 
 
-_code_cache: dict[int, tuple[types.CodeType, str]] = {}
-_text_cache: dict[str, str] = {}
+_code_cache: IdentityCache[str] = IdentityCache()   # {code object: code hash}
+_text_cache: BoundedCache[str] = BoundedCache()     # {memo key: code hash}
 
 
 def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
@@ -100,13 +101,11 @@ def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
     """
     code = getattr(func, "__code__", None)
     if code is None:
-        return digest("callable", _qualified_name(func))
-    cached = _code_cache.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1]
-    result = _compute_code_hash(func, code, memo)
-    _code_cache[id(code)] = (code, result)
-    return result
+        return digest("callable", qualified_name(func))
+    cached = _code_cache.get(code)
+    if cached is not None:
+        return cached
+    return _code_cache.put(code, _compute_code_hash(func, code, memo))
 
 
 def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | None) -> str:
@@ -125,7 +124,7 @@ def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | No
         cached = digest("ast", _normalized_dump(tree)) if tree is not None else digest("bytecode", fingerprint)
         if memo is not None:
             memo.put(memo_key, cached)
-    _text_cache[memo_key] = cached
+    _text_cache.put(memo_key, cached)
     return cached
 
 
@@ -203,18 +202,16 @@ def _strip_enclosing_parts(func: ast.FunctionDef | ast.AsyncFunctionDef) -> None
             arg.annotation = None
 
 
-_fingerprints: dict[int, tuple[types.CodeType, bytes]] = {}
+_fingerprints: IdentityCache[bytes] = IdentityCache()
 
 
 def code_fingerprint(code: types.CodeType) -> bytes:
     """The bytecode fingerprint of ``code`` (see ``_bytecode_fingerprint``), cached per code
     object: it keys memos of facts read from source (code hashes, static sends)."""
-    cached = _fingerprints.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1]
-    fingerprint = _bytecode_fingerprint(code)
-    _fingerprints[id(code)] = (code, fingerprint)
-    return fingerprint
+    cached = _fingerprints.get(code)
+    if cached is not None:
+        return cached
+    return _fingerprints.put(code, _bytecode_fingerprint(code))
 
 
 def _bytecode_fingerprint(code: types.CodeType) -> bytes:
@@ -234,48 +231,9 @@ def _bytecode_fingerprint(code: types.CodeType) -> bytes:
     return b"\x00".join(parts)
 
 
-def _qualified_name(obj: Any) -> str:
+def qualified_name(obj: Any) -> str:
+    """``module.qualname`` of a function, class or object's class."""
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
-
-
-# --- stable tokens of config values -----------------------------------------------------------
-
-def stable_token(value: Any, code_hasher: Callable[[Callable], str] = code_hash) -> str:
-    """A hash of ``value`` that is equal across processes exactly when the values are equal.
-
-    Containers are walked (a container holding itself is fine), arrays and pandas objects
-    hashed by content, functions and classes by ``code_hasher`` (the scheduler passes one that
-    covers all the code they reach), instances by class and attributes, library objects by what
-    pickle would store; see ``tokens.py``.
-
-    Raises
-    ------
-    TokenizationError
-        when the value has no stable representation (it cannot be pickled and its repr holds a
-        memory address, or it is nested too deeply).
-    """
-    from .tokens import Tokenizer  # tokens.py builds on this module
-
-    tokenizer = Tokenizer(lambda obj: _code_text(obj, code_hasher, tokenizer))
-    return tokenizer.token(value)
-
-
-def _code_text(obj: Any, code_hasher: Callable[[Callable], str], tokenizer: Any) -> str:
-    if isinstance(obj, types.ModuleType):
-        return f"module:{obj.__name__}"
-    if isinstance(obj, (types.FunctionType, type)):
-        text = f"code:{code_hasher(obj)}"
-        if code_hasher is code_hash and isinstance(obj, types.FunctionType):
-            # the plain code hash is the function's own code: add the values bound to it
-            cells = {}
-            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
-                try:
-                    cells[name] = cell.cell_contents
-                except ValueError:  # an empty cell
-                    continue
-            text += tokenizer.encode((obj.__defaults__, obj.__kwdefaults__, cells))
-        return text
-    return f"builtin:{_qualified_name(obj)}"
 
 
 class _ShortRepr(reprlib.Repr):
@@ -287,9 +245,9 @@ class _ShortRepr(reprlib.Repr):
 
     def repr1(self, x: Any, level: int) -> str:
         if isinstance(x, (types.FunctionType, types.BuiltinFunctionType, type)):
-            return _qualified_name(x)
+            return qualified_name(x)
         if isinstance(x, types.MethodType):
-            return f"{_qualified_name(x.__func__)} of {self.repr1(x.__self__, level - 1)}"
+            return f"{qualified_name(x.__func__)} of {self.repr1(x.__self__, level - 1)}"
         return super().repr1(x, level)
 
     def repr_int(self, x: int, level: int) -> str:

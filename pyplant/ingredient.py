@@ -4,8 +4,6 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from .errors import IngredientTypeError
-
 
 class Ingredient:
     """A named value; ``Ingredient.Type`` chooses how it is stored.
@@ -70,8 +68,9 @@ def type_key(type_: Any) -> str | None:
 
     Raises
     ------
-    IngredientTypeError
-        (a ``TypeError``) for anything else.
+    TypeError
+        for anything else; the pipe turns it into an ``AllocationError`` naming the reactor
+        and the ingredient (this module sits below ``pyplant.errors`` in the layers).
     """
     if type_ is None or type_ is Ingredient.Type.unknown:
         return None
@@ -85,4 +84,4 @@ def type_key(type_: Any) -> str | None:
     key = getattr(type_, "key", None)
     if isinstance(key, str) and key:  # a codec (class or instance)
         return key
-    raise IngredientTypeError(f"unknown ingredient type {type_!r}; use Ingredient.Type, a spec or a codec")
+    raise TypeError(f"unknown ingredient type {type_!r}; use Ingredient.Type, a spec or a codec")

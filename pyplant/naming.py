@@ -13,8 +13,10 @@ import sys
 import types
 from typing import Any, Callable
 
+from .caches import IdentityCache
+
 _file_labels: dict[str, str] = {}
-_code_labels: dict[int, tuple[types.CodeType, dict, str]] = {}
+_code_labels: IdentityCache[tuple[dict, str]] = IdentityCache()  # {code: (globals, label)}
 
 
 def module_label(name: str | None, namespace: dict | None = None) -> str:
@@ -59,11 +61,11 @@ def function_label(func: Callable) -> str:
     ``__module__``/``__qualname__`` that ``functools.wraps`` copies from what it wraps."""
     code = func.__code__
     namespace = func.__globals__
-    cached = _code_labels.get(id(code))
-    if cached is not None and cached[0] is code and cached[1] is namespace:
-        return cached[2]
+    cached = _code_labels.get(code)
+    if cached is not None and cached[0] is namespace:
+        return cached[1]
     label = f"{module_label(namespace.get('__name__'), namespace)}.{code.co_qualname}"
-    _code_labels[id(code)] = (code, namespace, label)
+    _code_labels.put(code, (namespace, label))
     return label
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from . import bytecode, hashing
+from .caches import BoundedCache
 
 _SENDS = ("send", "allocate")
 _RECEIVES = ("receive",)
@@ -59,7 +60,7 @@ def function_ios(functions: Iterable[Callable], memo: Any = None) -> dict[int, S
         code = getattr(func, "__code__", None)
         keys[id(func)] = (func, None if code is None else
                           hashing.digest("static-io", hashing.code_fingerprint(code)))
-    missing = [key for _, key in keys.values() if key is not None and key not in _cache]
+    missing = [key for _, key in keys.values() if key is not None and _cache.get(key) is None]
     stored = memo.get_many(missing) if memo is not None and missing else {}
     result = {}
     for ident, (func, key) in keys.items():
@@ -71,11 +72,12 @@ def function_ios(functions: Iterable[Callable], memo: Any = None) -> dict[int, S
             io = _scan(func)
             if memo is not None:
                 memo.put(key, encode(io))
-        _cache[key] = result[ident] = io
+        _cache.put(key, io)
+        result[ident] = io
     return result
 
 
-_cache: dict[str, StaticIO] = {}
+_cache: BoundedCache[StaticIO] = BoundedCache()  # {memo key: StaticIO}
 
 
 def _scan(func: Callable) -> StaticIO:

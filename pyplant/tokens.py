@@ -1,7 +1,7 @@
 """Stable tokens: a canonical text for any value, equal across processes exactly when the
 values are equal.
 
-One encoder serves config values (``hashing.stable_token``) and the data that code reaches
+One encoder serves config values (``stable_token``, below) and the data that code reaches
 (``dependencies.py``). It dispatches on what a value is:
 
 * scalars by ``repr`` (ints of any size by their bytes), strings and bytes by content;
@@ -32,6 +32,7 @@ import os
 import sys
 import types
 import warnings
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -354,7 +355,24 @@ def _own_dict(value: Any) -> dict:
     return attrs if isinstance(attrs, dict) else {}
 
 
-@functools.lru_cache(maxsize=4096)
+def _per_class(compute: Callable[[type], Any]) -> Callable[[type], Any]:
+    """Cache ``compute(kind)`` per class, for as long as the class lives (a class redefined in
+    a notebook cell is a new class; the old entry goes with the old class)."""
+    cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @functools.wraps(compute)
+    def cached(kind: type) -> Any:
+        try:
+            return cache[kind]
+        except KeyError:
+            result = cache[kind] = compute(kind)
+            return result
+        except TypeError:  # a class that refuses weak references
+            return compute(kind)
+    return cached
+
+
+@_per_class
 def _slot_names(kind: type) -> tuple[str, ...]:
     names: list[str] = []
     for cls in kind.__mro__:
@@ -365,14 +383,14 @@ def _slot_names(kind: type) -> tuple[str, ...]:
     return tuple(names)
 
 
-@functools.lru_cache(maxsize=4096)
+@_per_class
 def cached_properties(kind: type) -> frozenset[str]:
     """Names of ``functools.cached_property`` attributes: their cached values are computed."""
     return frozenset(name for cls in kind.__mro__ for name, value in vars(cls).items()
                      if isinstance(value, functools.cached_property))
 
 
-@functools.lru_cache(maxsize=4096)
+@_per_class
 def _pickles_by_attributes(kind: type) -> bool:
     """True when instances pickle as their class plus ``__dict__``/slots (no custom reduce)."""
     if kind.__module__ == "builtins":
@@ -419,3 +437,41 @@ def _is_resource(value: Any) -> bool:
             if isinstance(cls, type):
                 _resource_types += (cls,)
     return isinstance(value, _resource_types)
+
+
+# --- stable tokens of config values -----------------------------------------------------------
+
+def stable_token(value: Any, code_hasher: Callable[[Callable], str] = hashing.code_hash) -> str:
+    """A hash of ``value`` that is equal across processes exactly when the values are equal.
+
+    Containers are walked (a container holding itself is fine), arrays and pandas objects
+    hashed by content, functions and classes by ``code_hasher`` (the scheduler passes one that
+    covers all the code they reach), instances by class and attributes, library objects by what
+    pickle would store; see ``tokens.py``.
+
+    Raises
+    ------
+    TokenizationError
+        when the value has no stable representation (it cannot be pickled and its repr holds a
+        memory address, or it is nested too deeply).
+    """
+    tokenizer = Tokenizer(lambda obj: _code_text(obj, code_hasher, tokenizer))
+    return tokenizer.token(value)
+
+
+def _code_text(obj: Any, code_hasher: Callable[[Callable], str], tokenizer: Any) -> str:
+    if isinstance(obj, types.ModuleType):
+        return f"module:{obj.__name__}"
+    if isinstance(obj, (types.FunctionType, type)):
+        text = f"code:{code_hasher(obj)}"
+        if code_hasher is hashing.code_hash and isinstance(obj, types.FunctionType):
+            # the plain code hash is the function's own code: add the values bound to it
+            cells = {}
+            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
+                try:
+                    cells[name] = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+            text += tokenizer.encode((obj.__defaults__, obj.__kwdefaults__, cells))
+        return text
+    return f"builtin:{hashing.qualified_name(obj)}"

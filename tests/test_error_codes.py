@@ -25,6 +25,7 @@ INTERNAL = {
     "RecordError": "records: a record of the wrong shape, skipped as damaged by the backend",
     "UnreadableLease": "leases: gc keeps everything and logs it",
     "AttributeError": "config: __getattr__ protocol for dunder lookups",
+    "TypeError": "ingredient.type_key: the pipe turns it into AllocationError naming reactor and ingredient",
 }
 
 

@@ -326,7 +326,7 @@ def test_tokens_of_library_objects_are_stable_and_by_content():
     import decimal
     from pathlib import Path
 
-    from pyplant.hashing import stable_token
+    from pyplant.tokens import stable_token
 
     assert stable_token(Path("a/b.csv")) == stable_token(Path("a") / "b.csv") != stable_token(Path("a/c.csv"))
     assert stable_token(datetime.date(2024, 1, 2)) != stable_token(datetime.date(2024, 1, 3))

@@ -5,7 +5,7 @@ from typing import Any
 
 from ..errors import IngredientNotFoundError
 from ..warehouse import Warehouse
-from .session import PlantSession
+from .session import PlantSession, resident_bytes
 from .state import version_key
 
 
@@ -30,6 +30,6 @@ def fetch(warehouse: Warehouse, session: PlantSession, name: str) -> Any:
                                           reactor=producer, ingredient=name)
         version = traces[0].outputs[name]
     key = version_key(version)
-    if key not in session.values:
-        session.values[key] = warehouse.load(version)
-    return session.values[key]
+    if key in session.values:
+        return session.values[key]
+    return session.values.put(key, warehouse.load(version), resident_bytes(version))

@@ -35,7 +35,7 @@ from ..reactor import subreactor_function
 from ..warehouse import Trace
 from ..warehouse.metadata import code_digest, trace_index_key
 from . import driver, producers, verify
-from .session import EngineContext, PlantSession
+from .session import EngineContext, PlantSession, resident_bytes
 from .state import Need, Node, SessionState, Status, version_key
 from .tasks import Task
 
@@ -97,11 +97,9 @@ class Scheduler:
         producers.check_producers(state, target, self.meta)
 
     def _forget_untouched(self) -> None:
-        """Keep in memory only the values this run used: a notebook that tries 100 configs
-        must not hold 100 versions of every ingredient."""
-        values = self.session.values
-        for key in [k for k in values if k not in self.state.touched]:
-            del values[key]
+        """Keep in memory what this run used, and a bounded set of the rest: a notebook that
+        tries 100 configs must not hold 100 versions of every ingredient."""
+        self.session.values.keep(self.state.touched)
 
     def _advance(self, node: Node) -> Need | None:
         if node.status is Status.CHECKING:
@@ -330,8 +328,7 @@ class Scheduler:
             self.ctx.warehouse.discard(version)
             self._invalidate(producer)
             return Need(producer)
-        values[key] = value
-        return value
+        return values.put(key, value, resident_bytes(version))
 
     def _invalidate(self, node: Node) -> None:
         """A cached node's versions are damaged: forget its trace and verify it again."""
@@ -344,7 +341,7 @@ class Scheduler:
         available = self.state.available
         for name in [n for n, (_, p) in available.items() if p is node]:
             version, _ = available.pop(name)
-            self.session.values.pop(version_key(version), None)
+            self.session.values.pop(version_key(version))
 
     # --- what a run asks (driver.RunHost) ---
 
@@ -371,7 +368,7 @@ class Scheduler:
             raise
         run.outputs[name] = stored
         self.state.available[name] = (stored.version, run.node)
-        self.session.values[version_key(stored.version)] = stored.value
+        self.session.values.put(version_key(stored.version), stored.value, resident_bytes(stored.version))
         self.state.touched.add(version_key(stored.version))
 
     def allocate(self, run: driver.ReactorRun, name: str, key: str | None, temp: bool, **kwargs: Any) -> Any:

@@ -2,8 +2,9 @@
 
 ``PlantSession`` is the plant's memory (owned by ``Plant``, read and written by the engine):
 
-    values     {VersionKey: value}: loaded and sent values (versions are immutable, so a value
-               is loaded once per plant); after each run only what that run used is kept
+    values     ``ValueCache`` {VersionKey: value}: loaded and sent values (versions are
+               immutable, so a value is loaded once per plant); after each run, what the run
+               used is kept, and of the rest the most recently used within ``VALUE_CACHE_BYTES``
     last_run   {ingredient: Version}: what the last run used or made (``fetch_ingredient``)
     forced     {task name}: to run on the next run even when its traces verify
     decisions  {task name: reason}: why each task of the last run ran, or "up to date"
@@ -47,10 +48,69 @@ class ExecutionRecord:
         return "ran" if self.wasRun else "cached"
 
 
+# Values a run did not use stay in memory up to this many bytes (most recently used first):
+# a notebook trying 100 configs keeps a bounded working set, and going back finds it loaded.
+VALUE_CACHE_BYTES = 256 << 20
+
+
+class ValueCache:
+    """{VersionKey: value} with the size of each (``Version.nbytes``; 0 for file paths and
+    HDF handles, which hold no data in memory); see ``PlantSession``."""
+
+    def __init__(self, budget: int = VALUE_CACHE_BYTES):
+        self.budget = budget
+        self._values: dict[VersionKey, Any] = {}
+        self._sizes: dict[VersionKey, int] = {}
+        self.used: set[VersionKey] = set()  # what the last run used
+
+    def __contains__(self, key: VersionKey) -> bool:
+        return key in self._values
+
+    def __getitem__(self, key: VersionKey) -> Any:
+        value = self._values.pop(key)  # most recently used last
+        self._values[key] = value
+        return value
+
+    def put(self, key: VersionKey, value: Any, nbytes: int) -> Any:
+        self._values.pop(key, None)
+        self._values[key] = value
+        self._sizes[key] = nbytes
+        return value
+
+    def pop(self, key: VersionKey) -> None:
+        self._values.pop(key, None)
+        self._sizes.pop(key, None)
+
+    def keys(self) -> list[VersionKey]:
+        return list(self._values)
+
+    def clear(self) -> None:
+        self._values.clear()
+        self._sizes.clear()
+
+    def keep(self, used: set[VersionKey]) -> None:
+        """After a run: keep what it ``used``, and the most recently used others within budget."""
+        self.used = set(used)
+        left = self.budget
+        for key in reversed(list(self._values)):
+            if key in used:
+                continue
+            size = self._sizes.get(key, 0)
+            if size <= left:
+                left -= size
+            else:
+                self.pop(key)
+
+
+def resident_bytes(version: Version) -> int:
+    """Memory a loaded version takes: none for files (a path) and HDF arrays (a handle)."""
+    return 0 if version.type in ("file", "hdf_array") else version.nbytes
+
+
 @dataclass
 class PlantSession:
     """A plant's memory between runs; see the module docstring."""
-    values: dict[VersionKey, Any] = field(default_factory=dict)
+    values: ValueCache = field(default_factory=ValueCache)
     last_run: dict[str, Version] = field(default_factory=dict)
     forced: set[str] = field(default_factory=set)
     decisions: dict[str, str] = field(default_factory=dict)
@@ -68,8 +128,11 @@ class PlantSession:
                 "reason": record.reason}
 
     def held(self) -> list[str]:
-        """Locations of the versions this plant holds in memory (GC must keep them)."""
-        return [location for _, _, location in self.values if location]
+        """Locations of the versions this plant uses (GC must keep them): what the last run used
+        or made. Other cached values need no file any more; when GC takes one, the value in
+        memory stays valid."""
+        used = {key for key in self.values.keys() if key in self.values.used}
+        return [location for _, _, location in used if location]
 
 
 @dataclass
