@@ -398,11 +398,12 @@ def release(shared: Shared) -> None:
     after marking the caller closed: an interrupt then leaves a user count one too high (the
     environment stays open and is reused), or a closed environment still registered
     (replaced on the next ``acquire``); never an open environment that is not registered
-    (LMDB would refuse to open it again in this process)."""
-    with registry_lock:
-        shared.recover()  # what an interrupted write of this thread left
-        shared.users -= 1
-        if shared.users <= 0:
-            shared.close()
-            if _envs.get(shared.path) is shared:
-                del _envs[shared.path]
+    (LMDB would refuse to open it again in this process). Not locked here: ``SafeLock``
+    releases every acquisition of the thread on exit, so a nested ``with`` would end the
+    caller's."""
+    shared.recover()  # what an interrupted write of this thread left
+    shared.users -= 1
+    if shared.users <= 0:
+        shared.close()
+        if _envs.get(shared.path) is shared:
+            del _envs[shared.path]
