@@ -17,8 +17,18 @@ class Ingredient:
     file        a file in the plant directory, passed as its path; allocate it
     ==========  ==================================================================
 
-    Spec classes such as ``specs.HdfArraySpec`` are types too. Exact Python types survive
-    restarts (a tuple stays a tuple, an ``np.float32`` stays one).
+    Spec classes such as ``specs.HdfArraySpec`` are types too, and so are registered codecs
+    (``warehouse.codecs``). Exact Python types survive restarts (a tuple stays a tuple, an
+    ``np.float32`` stays one).
+
+    Parameters
+    ----------
+    name : str
+        The ingredient's name.
+    type : Ingredient.Type or str
+        How it is stored (``unknown``: inferred).
+    producer : str, optional
+        The reactor that sends it.
     """
 
     class Type(enum.Enum):
@@ -43,7 +53,25 @@ SIMPLE_TYPES = (int, float, complex, str, bool, bytes, type(None))
 
 
 def type_key(type_: Any) -> str | None:
-    """Normalize a type argument (``Ingredient.Type``, a spec class or instance, a name) to a key."""
+    """Normalize a type argument to a type key.
+
+    Parameters
+    ----------
+    type_ : Ingredient.Type, str, spec class or instance, codec, or None
+        What a reactor passed to ``send``/``allocate``.
+
+    Returns
+    -------
+    str or None
+        The key (``'array'``, a spec's ``get_name()``, a codec's ``key``); None for no type
+        (``None`` or ``Ingredient.Type.unknown``: the type is inferred).
+
+    Raises
+    ------
+    TypeError
+        for anything else; the pipe turns it into an ``AllocationError`` naming the reactor
+        and the ingredient (this module sits below ``pyplant.errors`` in the layers).
+    """
     if type_ is None or type_ is Ingredient.Type.unknown:
         return None
     if isinstance(type_, Ingredient.Type):
@@ -53,4 +81,7 @@ def type_key(type_: Any) -> str | None:
     get_name = getattr(type_, "get_name", None)
     if callable(get_name):
         return get_name()
-    raise TypeError(f"unknown ingredient type {type_!r}; use Ingredient.Type or a spec class")
+    key = getattr(type_, "key", None)
+    if isinstance(key, str) and key:  # a codec (class or instance)
+        return key
+    raise TypeError(f"unknown ingredient type {type_!r}; use Ingredient.Type, a spec or a codec")

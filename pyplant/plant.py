@@ -10,8 +10,6 @@ import tempfile
 import threading
 from typing import Any, Callable, Iterable, TypeVar
 
-import lmdb
-
 from . import hashing, reactor as _reactor, static, tracking
 from .config import ConfigBase
 from .dependencies import CodeMapper, CodeScope
@@ -428,9 +426,4 @@ def _open_warehouse(plant_dir: str, durable: bool, logger: logging.Logger) -> Wa
             pass
     except OSError as exc:
         raise PlantDirError(f"plant directory {plant_dir!r} is not writable: {exc}") from exc
-    try:
-        return Warehouse(plant_dir, durable, logger)
-    except (OSError, lmdb.Error) as exc:  # PlantDirError is an OSError: re-raised as it is
-        if isinstance(exc, PlantDirError):
-            raise
-        raise PlantDirError(f"cannot open the warehouse in {plant_dir!r}: {exc}") from exc
+    return Warehouse(plant_dir, durable, logger)  # PlantDirError when it cannot be opened

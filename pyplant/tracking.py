@@ -237,8 +237,9 @@ class _Stepping:
                 pass
 
 
-def _audit(event: str, args: tuple) -> None:
-    if event not in _EVENTS:
+def _audit(event: str, args: tuple, _events: frozenset = _EVENTS) -> None:
+    # _EVENTS bound at definition: the hook outlives the module's globals at interpreter exit
+    if event not in _events or current_recorder is None:  # None: the module is torn down
         return
     recorder = current_recorder()
     if recorder is None:

@@ -156,7 +156,7 @@ def complete_traces(plant: Plant) -> str | None:
     """Every trace listed for a reactor decodes and its versions load: nothing half-committed."""
     meta = plant.warehouse.metadata
     for reactor, rec in meta.reactor_records().items():
-        for tid in rec["traces"]:
+        for tid in rec.traces:
             trace = meta.trace(reactor, tid)
             if trace is None:
                 return f"reactor {reactor} lists trace {tid} that is missing"

@@ -25,7 +25,7 @@ import pytest
 
 from pyplant import Plant, ReactorFunc, specs
 
-from kill_driver import final_exception, subprocess_env
+from kill_driver import subprocess_env
 
 SCRIPT = '''
 import json, logging, os, sys, time

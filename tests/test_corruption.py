@@ -14,7 +14,7 @@ import pytest
 import pyplant.warehouse.store as store_mod
 from pyplant import Ingredient, Plant, ReactorFunc, specs
 from pyplant.errors import PlantDirError, WarehouseError
-from pyplant.warehouse.metadata import Version
+from pyplant.warehouse.records import Version
 
 from conftest import Box
 

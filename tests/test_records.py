@@ -122,7 +122,7 @@ def test_damaged_lease_history_or_memo_record_breaks_nothing(plant_dir, caplog, 
         result = plant.gc(keep_last=1)
         assert result.traces == 3
         history = list(plant.warehouse.metadata.history())
-        assert {h["reactor"] for h in history} == {"source", "middle", "target"}
+        assert {h.reactor for h in history} == {"source", "middle", "target"}
         if db == b"history":
             assert len(history) == 3  # the three damaged records of the first run are skipped
             assert warnings_about(caplog, "history")

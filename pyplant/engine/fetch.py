@@ -22,14 +22,11 @@ def fetch(warehouse: Warehouse, session: PlantSession, name: str) -> Any:
     """
     version = session.last_run.get(name)
     if version is None:
-        meta = warehouse.metadata
-        producer = meta.producer(name)
-        traces = meta.traces(producer, limit=1) if producer else []
-        slot = next((s for s, n in traces[0].published().items() if n == name), None) if traces else None
-        if slot is None:
+        producer = warehouse.metadata.producer(name)
+        version = warehouse.latest_version(producer, name) if producer else None
+        if version is None:
             raise IngredientNotFoundError(f"ingredient '{name}' is not in the warehouse",
                                           reactor=producer, ingredient=name)
-        version = traces[0].outputs[slot]
     key = version_key(version)
     if key in session.values:
         return session.values[key]

@@ -28,8 +28,6 @@ import os
 import time
 from typing import Any
 
-import lmdb
-
 from .. import collector, hashing, tracking
 from ..config import param_token
 from ..errors import AllocationError, CorruptVersionError, PyPlantError, WarehouseError
@@ -376,7 +374,7 @@ class Scheduler:
         allocated = run.allocations.pop(name, None)
         if key is None:  # the allocated value itself (its path) keeps its allocated type
             key = allocated[0] if allocated and _is_allocated(value, allocated[2]) \
-                else warehouse.infer_type(value)
+                else warehouse.infer_type(value, name=name, reactor=run.name)
         warehouse.check_type(key)
         try:
             stored = warehouse.store(name, value, key, allocated[1] if allocated else None, reactor=run.name)
@@ -397,7 +395,7 @@ class Scheduler:
         if not temp:
             producers.check_single_producer(self.state, run.node, name, self.meta)
         try:
-            value, storage = self.ctx.warehouse.allocate(name, key, temp=temp, **kwargs)
+            value, storage = self.ctx.warehouse.allocate(name, key, temp=temp, reactor=run.name, **kwargs)
         except AllocationError as exc:
             raise AllocationError(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
                                   reactor=run.name, ingredient=name) from exc
@@ -423,11 +421,7 @@ class Scheduler:
         trace = self._trace_of(node, run)
         history = self.session.record(node.name, ran=True, started=run.started, duration=run.elapsed,
                                       reason=node.reason)
-        try:
-            self.meta.commit_trace(trace, history)
-        except lmdb.Error as exc:  # a full disk, a read-only mount: what finished before stays
-            raise WarehouseError(f"cannot record the trace of reactor '{node.name}': {exc}",
-                                 reactor=node.name) from exc
+        self.meta.commit_trace(trace, history)  # WarehouseError when the disk refuses
         if self.state.producers is not None:
             self.state.producers.update(dict.fromkeys(trace.published().values(), node.task.key))
         self._free(run, run.temps)

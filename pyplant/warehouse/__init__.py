@@ -1,14 +1,16 @@
 """The warehouse: every version of every ingredient, on disk.
 
 =================  ==========================================================================
-simple/list/object pickled (protocol 5; dill for lambdas and closures); inline in the LMDB
-                   record below 64 KiB, else a content-addressed ``.pkl`` blob
-array              content-addressed ``.npy`` blob; loaded read-only, memory-mapped. Exactly
-                   ``np.ndarray`` and ``np.memmap`` (received as a read-only ``ndarray``);
-                   other subclasses (masked arrays, ``np.matrix``, ``np.recarray``, ...) are
-                   pickled, so that their type, mask and attributes survive
-file               ``files/<storage>/<basename>``, hashed when the reactor ends
-spec types         the spec writes ``specs/<storage>*``
+records.py         typed records (``Version``, ``Trace``, ``HistoryRecord``, ...), defined once
+backend.py         the storage interfaces: ``MetadataBackend``, ``BlobBackend``
+lmdb_store.py      ``MetadataBackend`` on LMDB (``lmdb_env.py`` opens and validates it)
+memory.py          ``MetadataBackend`` in memory (tests, engine unit tests, tools)
+store.py           ``BlobBackend`` on the plant directory (content-addressed blobs)
+codecs.py          one ``Codec`` per ingredient type, dispatched by type key (``spec_codec.py``
+                   adapts an ``IngredientTypeSpec``; ``specs.py`` has HDF, sparse, Keras)
+locations.py       the one definition of every storage location
+leases.py          what live plants hold, so that GC never deletes it
+gc.py              GC policy (a pure function over records) and the sweep
 =================  ==========================================================================
 
 Every location comes from ``locations.py`` (one definition for writing, loading, freeing and
@@ -17,54 +19,169 @@ plant's lease (``leases.py``) before it is loaded, allocated or written, so GC n
 what a live plant holds or is producing.
 
 A value is written when it is sent; the version becomes visible only when its reactor finishes
-and the metadata transaction naming it commits (see ``metadata.py``). A crash in between leaves
-an unreferenced file, never a reference to a missing one.
+and the metadata transaction naming it commits. A crash in between leaves an unreferenced
+file, never a reference to a missing one.
 """
 from __future__ import annotations
 
 import logging
 import os
-import pickle
-import shutil
-from dataclasses import dataclass
 from typing import Any, Iterable
 
-import dill
-import numpy as np
-
-from .. import hashing
-from ..errors import AllocationError, CorruptVersionError, SerializationError, WarehouseError
-from ..ingredient import BUILTIN_TYPES, SIMPLE_TYPES
-from . import locations
+from ..errors import (AllocationError, IngredientTypeError, PlantDirError, PyPlantError,
+                      SerializationError, WarehouseError)
+from . import codecs as _codecs, locations
+from .backend import BlobBackend, MetadataBackend
+from .codecs import INLINE_MAX_BYTES, VERIFY_MAX_BYTES, Codec, Stored, damaged
 from .leases import Lease
+from .lmdb_store import LmdbMetadata
 from .locations import LocationError
-from .metadata import MetadataStore, Trace, Version
+from .records import HistoryRecord, ReactorRecord, Trace, Version
+from .spec_codec import SpecCodec, spec_files
 from .specs import HdfArraySpec, IngredientTypeSpec, ScipySparseSpec
-from .store import BlobStore, fsync_dir
+from .store import BlobStore
 
-logger = logging.getLogger(__name__)
-
-INLINE_MAX_BYTES = 1 << 16
-# Versions up to this size are verified against their content hash on their first load by a
-# plant; larger arrays and files get a size check (hashing them would cost a pass over disk).
-VERIFY_MAX_BYTES = 64 << 20
-# Array types stored as .npy; a memmap is received as a read-only ndarray.
-NPY_TYPES = (np.ndarray, np.memmap)
-
-__all__ = ["Warehouse", "Version", "Trace", "Stored"]
+__all__ = ["Warehouse", "ReadOnlyWarehouse", "Version", "Trace", "HistoryRecord", "ReactorRecord",
+           "Stored", "Codec", "MetadataBackend", "BlobBackend", "INLINE_MAX_BYTES", "VERIFY_MAX_BYTES"]
 
 
-@dataclass
-class Stored:
-    """A value written by ``Warehouse.store``, waiting for its reactor to finish.
+# Recent traces searched for the latest version of one ingredient.
+LATEST_SCAN = 64
 
-    ``value`` is what consumers in this session receive.
-    """
-    version: Version
-    value: Any
+class _Codecs:
+    """What both warehouses share: the codec registry, and loading through it."""
+
+    plantDir: str
+    baseDir: str
+    paths: locations.Root
+    blobs: BlobBackend
+    logger: logging.Logger
+
+    def _init_codecs(self) -> None:
+        self.codecs = _codecs.builtin_registry()
+        self.ingredientSpecs: dict[str, IngredientTypeSpec] = {}
+        self.register_ingredient_specs([HdfArraySpec(), ScipySparseSpec()])
+
+    def register_ingredient_specs(self, specs: Iterable[IngredientTypeSpec]) -> None:
+        """Register spec instances (or classes, instantiated without arguments); a spec
+        replaces the spec or codec registered under its name. Any time.
+
+        Raises
+        ------
+        IngredientTypeError
+            for a spec whose ``get_name()`` is not a non-empty str.
+        """
+        for spec in specs:
+            if isinstance(spec, type):
+                spec = spec()
+            codec = SpecCodec(spec)
+            self.codecs.register(codec)
+            self.ingredientSpecs[codec.key] = spec
+
+    def register_codecs(self, codecs: Iterable[Codec]) -> None:
+        """Register codec instances (``codecs.Codec`` subclasses, see ``docs/codecs.md``); a
+        codec replaces what was registered under its ``key``. Values sent without a type are
+        offered to codecs in registration order, after the built-in simple, list and array.
+
+        Raises
+        ------
+        IngredientTypeError
+            for a codec without a key.
+        """
+        for codec in codecs:
+            self.codecs.register(codec)
+            self.ingredientSpecs.pop(codec.key, None)
+
+    def hold(self, location: str | None) -> None:
+        """Record ``location`` in the plant's lease before it is used (nothing read-only)."""
+
+    def load(self, version: Version) -> Any:
+        """Load a stored version; its location is recorded in the plant's lease first, and the
+        value is checked against what was recorded (content hash, size, shape).
+
+        Parameters
+        ----------
+        version : Version
+            A version from a trace.
+
+        Returns
+        -------
+        Any
+            The value: arrays read-only (memory-mapped from 1 MiB on), files as their path.
+
+        Raises
+        ------
+        CorruptVersionError
+            when its storage is missing, truncated, altered or cannot be decoded, its type has
+            no registered codec, or its location is not one the warehouse makes (tampered
+            metadata, a symlink leading out of the plant directory); the caller recomputes it.
+        SpecError
+            when a spec's or custom codec's own code raises on intact storage (a bug).
+        WarehouseError
+            when the operating system refuses to read it (permissions, I/O error of a spec's
+            files, a full disk when recording it in the lease).
+        """
+        codec = self.codecs.get(version.type)
+        if codec is None:
+            raise damaged(version, f"was stored with spec '{version.type}', which is not registered; "
+                                   f"call plant.warehouse.register_ingredient_specs([...])")
+        try:
+            if version.location is not None or codec.location_kind != "blob":
+                locations.check(version.location, codec.location_kind)
+            self.hold(version.location)
+            value = codec.load(self, version)
+            codec.verify(self, version, value)
+        except LocationError as exc:
+            raise damaged(version, f"cannot be loaded from {version.location or 'the metadata'}: "
+                                   f"{exc}") from exc
+        except PyPlantError:
+            raise
+        except OSError as exc:
+            raise WarehouseError(f"ingredient '{version.name}' cannot be read from "
+                                 f"{version.location}: {exc}", ingredient=version.name,
+                                 version=version, path=version.location) from exc
+        return value
+
+    def infer_type(self, value: Any, name: str | None = None, reactor: str | None = None) -> str:
+        """The type key a value sent without a type is stored with: simple, list, array, the
+        first spec or codec that accepts it, else object.
+
+        Parameters
+        ----------
+        value : Any
+            The value sent.
+        name, reactor : str, optional
+            The ingredient and the sending reactor, named in errors.
+
+        Raises
+        ------
+        SpecError
+            when a spec's ``is_instance`` raises.
+        """
+        try:
+            return self.codecs.infer(value)
+        except PyPlantError as exc:
+            _name(exc, reactor, name)
+            raise
+
+    def check_type(self, key: str) -> None:
+        """Raise ``IngredientTypeError`` (an ``AllocationError``) unless a codec is registered
+        under ``key``."""
+        if key not in self.codecs:
+            raise IngredientTypeError(f"unknown ingredient type '{key}'; register its spec with "
+                                      f"plant.warehouse.register_ingredient_specs([...])")
+
+    def _warn_about_symlinks(self) -> None:
+        for top in locations.TOPS:
+            path = os.path.join(self.plantDir, top)
+            if os.path.lexists(path) and not self.paths.is_inside(os.path.join(path, "x")):
+                self.logger.warning("%s is a symlink to %s, outside the plant directory: pyplant "
+                                    "never reads, writes or collects through it; versions stored "
+                                    "there are recomputed, and storing fails until it is replaced "
+                                    "by a directory", path, os.path.realpath(path))
 
 
-class Warehouse:
+class Warehouse(_Codecs):
     """Stores and loads versions; the plant's ``warehouse`` attribute.
 
     Parameters
@@ -72,345 +189,225 @@ class Warehouse:
     plant_dir : str
         The plant directory (created by the caller).
     durable : bool
-        fsync blobs and metadata commits (power-loss durability), see ``store.py``.
+        fsync blobs, files, spec files and metadata commits (power-loss durability).
+    logger : logging.Logger, optional
+        Where warnings go (the plant's logger); ``logging.getLogger('pyplant')`` by default.
+    metadata : MetadataBackend, optional
+        The metadata store; the LMDB store in ``<plant_dir>/meta.lmdb`` by default.
+
+    Raises
+    ------
+    PlantDirError
+        when the metadata cannot be opened, or the lease cannot be created.
+
+    Attributes
+    ----------
+    plantDir, baseDir : str
+        The plant directory, and ``<plantDir>/specs`` where specs write (PyPlant's name).
+    metadata : MetadataBackend
+        Traces, producers, history, code memo.
+    blobs : BlobBackend
+        Content-addressed blobs.
+    lease : leases.Lease
+        This plant's lease.
     """
 
-    def __init__(self, plant_dir: str, durable: bool = False, logger: logging.Logger | None = None):
+    def __init__(self, plant_dir: str, durable: bool = False, logger: logging.Logger | None = None,
+                 metadata: MetadataBackend | None = None):
         self.plantDir = plant_dir
         self.baseDir = os.path.join(plant_dir, "specs")  # where specs write; PyPlant's name
         self.durable = durable
         self.logger = logger or logging.getLogger("pyplant")
         self._closed = False
         self.paths = locations.Root(plant_dir)
-        for top in locations.TOPS:
-            os.makedirs(os.path.join(plant_dir, top), exist_ok=True)
+        try:
+            for top in locations.TOPS:
+                os.makedirs(os.path.join(plant_dir, top), exist_ok=True)
+        except OSError as exc:
+            raise PlantDirError(f"cannot create the storage directories in {plant_dir!r}: {exc}",
+                                path=plant_dir) from exc
         self._warn_about_symlinks()
-        self.metadata = MetadataStore(os.path.join(plant_dir, "meta.lmdb"), durable)
+        self.metadata = metadata if metadata is not None else \
+            LmdbMetadata(os.path.join(plant_dir, "meta.lmdb"), durable)
         try:
             self.lease = Lease(plant_dir)
-        except BaseException:
+        except BaseException as exc:
             self.metadata.close()
+            if isinstance(exc, OSError) and not isinstance(exc, PyPlantError):
+                raise PlantDirError(f"cannot create a lease in {plant_dir!r}: {exc}", path=plant_dir) from exc
             raise
         self.blobs = BlobStore(plant_dir, durable, hold=self.lease.hold)
-        self.ingredientSpecs: dict[str, IngredientTypeSpec] = {}
-        self.register_ingredient_specs([HdfArraySpec(), ScipySparseSpec()])
+        self._init_codecs()
 
-    def _warn_about_symlinks(self) -> None:
-        for top in locations.TOPS:
-            path = os.path.join(self.plantDir, top)
-            if not self.paths.is_inside(os.path.join(path, "x")):
-                self.logger.warning("%s is a symlink to %s, outside the plant directory: pyplant "
-                                    "never reads, writes or collects through it; versions stored "
-                                    "there are recomputed, and storing fails until it is replaced "
-                                    "by a directory", path, os.path.realpath(path))
+    @classmethod
+    def open_readonly(cls, plant_dir: str, logger: logging.Logger | None = None) -> "ReadOnlyWarehouse":
+        """A read-only view of a plant directory (for reports and the command line): reads
+        traces, history and versions; takes no lease and no lock of ours, never writes.
 
-    # --- specs and types ---
-
-    def register_ingredient_specs(self, specs: Iterable[IngredientTypeSpec]) -> None:
-        """Register spec instances (replacing earlier ones of the same name); any time."""
-        for spec in specs:
-            if isinstance(spec, type):
-                spec = spec()
-            self.ingredientSpecs[spec.get_name()] = spec
-
-    def infer_type(self, value: Any) -> str:
-        kind = type(value)
-        if kind in SIMPLE_TYPES:
-            return "simple"
-        if kind is list:
-            return "list"
-        if kind in NPY_TYPES and value.dtype.kind not in "OV" and not value.dtype.hasobject:
-            return "array"
-        for name, spec in self.ingredientSpecs.items():
-            if spec.is_instance(value):
-                return name
-        return "object"
-
-    def check_type(self, key: str) -> None:
-        if key not in BUILTIN_TYPES and key not in self.ingredientSpecs:
-            raise AllocationError(f"unknown ingredient type '{key}'; register its spec with "
-                                  f"plant.warehouse.register_ingredient_specs([...])")
+        Raises
+        ------
+        PlantDirError
+            when ``plant_dir`` is not a directory holding plant metadata, or its metadata is
+            damaged (open it with a ``Plant`` to repair it).
+        """
+        return ReadOnlyWarehouse(plant_dir, logger)
 
     # --- writing ---
 
     def storage_name(self, ingredient: str, temp: bool = False) -> str:
-        """A file-system-safe name unique to one version of ``ingredient``."""
+        """A file-system-safe name unique to one version of ``ingredient``
+        (``[temp-]<safe name>@<16 hex digits>``)."""
         return locations.storage_name(ingredient, temp)
+
+    def hold(self, location: str | None) -> None:
+        self.lease.hold(location)
 
     def store(self, name: str, value: Any, key: str, allocated: str | None = None,
               reactor: str | None = None) -> Stored:
         """Write ``value`` as a pending version of ``name`` with type ``key``.
 
-        ``allocated`` is the storage location from ``allocate`` (files and allocatable specs).
-        An ``ndarray`` subclass other than ``memmap`` sent as an array is pickled (type
-        ``object``), so that its type and extra state (a mask) survive.
+        Parameters
+        ----------
+        name : str
+            The ingredient's name.
+        value : Any
+            What was sent.
+        key : str
+            A registered type key (``infer_type`` gives one). An ``ndarray`` subclass other
+            than ``memmap`` sent as ``array`` is pickled (type ``object``), so that its type
+            and extra state (a mask) survive.
+        allocated : str, optional
+            The storage location from ``allocate`` (files and allocatable specs).
+        reactor : str, optional
+            The sending reactor, named in errors.
+
+        Returns
+        -------
+        Stored
+            The version to commit and the value consumers receive.
 
         Raises
         ------
+        IngredientTypeError
+            for an unknown ``key``.
         SerializationError
             when neither pickle nor dill can store the value.
+        SpecError
+            when a spec's or custom codec's own code raises.
         WarehouseError
             when the disk refuses the write (full, read-only), or a location would leave the
             plant directory (a symlink out of it).
         """
+        self.check_type(key)
+        codec = self.codecs.get(key)
         try:
-            if key == "array":
-                if isinstance(value, np.ndarray) and type(value) not in NPY_TYPES:
-                    return self._store_pickled(name, value, "object")
-                value = np.asarray(value)
-                if value.dtype.hasobject:  # .npy cannot hold objects without pickle
-                    return self._store_pickled(name, value, "object")
-                return self._store_array(name, value)
-            if key == "file":
-                return self._store_file(name, value, allocated)
-            if key in BUILTIN_TYPES:
-                return self._store_pickled(name, value, key)
-            return self._store_spec(name, value, key, allocated)
+            return codec.store(self, name, value, allocated)
         except SerializationError as exc:
-            raise SerializationError(f"reactor '{reactor}' sent {exc}", reactor=reactor,
+            raise SerializationError(f"reactor '{reactor}' sent ingredient '{name}': {exc}", reactor=reactor,
                                      ingredient=name) from exc.__cause__
+        except PyPlantError as exc:
+            _name(exc, reactor, name)
+            raise
         except (OSError, LocationError) as exc:
             raise WarehouseError(f"reactor '{reactor}' cannot store ingredient '{name}': {exc}",
                                  reactor=reactor, ingredient=name) from exc
 
-    def _store_array(self, name: str, value: np.ndarray) -> Stored:
-        content_hash, location = self.blobs.put_array(value)
-        version = Version(name, "array", content_hash, location, nbytes=int(value.nbytes))
-        return Stored(version, self.blobs.get_array(location))
+    def allocate(self, name: str, key: str, temp: bool = False, reactor: str | None = None,
+                 **kwargs: Any) -> tuple[Any, str]:
+        """Create a value to fill in place, in a new storage of its own.
 
-    def _store_pickled(self, name: str, value: Any, key: str) -> Stored:
-        data, codec = _serialize(name, value)
-        content_hash = hashing.bytes_hash(data, "pickle")
-        meta = {"codec": codec}
-        if len(data) <= INLINE_MAX_BYTES:
-            version = Version(name, key, content_hash, None, data, meta, len(data))
-        else:
-            location = self.blobs.put_bytes(content_hash, data)
-            version = Version(name, key, content_hash, location, None, meta, len(data))
-        return Stored(version, value)
+        Parameters
+        ----------
+        name : str
+            The ingredient's name.
+        key : str
+            A registered, allocatable type (``file``, ``hdf_array``, an allocatable spec).
+        temp : bool
+            A temporary allocation (its storage name starts with ``temp-``).
+        reactor : str, optional
+            The allocating reactor, named in errors.
+        **kwargs
+            ``filename=`` (one plain file name) for files; ``shape=``, ``dtype=`` and h5py
+            options for HDF arrays; what the spec takes otherwise.
 
-    def _store_file(self, name: str, path: Any, allocated: str | None) -> Stored:
-        path = os.fspath(path)
-        if allocated is None or os.path.realpath(path) != os.path.realpath(self.paths.path_of(allocated)):
-            basename = os.path.basename(path)
-            if basename in ("", ".", ".."):
-                basename = locations.default_basename(name)
-            allocated = locations.file_location(self.storage_name(name), basename)
-            self.lease.hold(allocated)
-            shutil.copyfile(path, self.paths.path_for_write(allocated))
-        locations.check(allocated, "file")
-        target = self.paths.path_of(allocated)
-        if not os.path.isfile(target):
-            raise WarehouseError(f"file ingredient '{name}' was allocated but its file {target} "
-                                 f"does not exist", ingredient=name)
-        if self.durable:
-            _fsync_file(target)
-            fsync_dir(os.path.dirname(target))
-            fsync_dir(os.path.dirname(os.path.dirname(target)))
-        content_hash = hashing.digest("file", os.path.basename(target), hashing.file_hash(target))
-        version = Version(name, "file", content_hash, allocated, nbytes=os.path.getsize(target))
-        return Stored(version, target)
-
-    def _store_spec(self, name: str, value: Any, key: str, allocated: str | None) -> Stored:
-        spec = self.ingredientSpecs[key]
-        storage = allocated or self.storage_name(name)
-        self.lease.hold(storage)
-        self._spec_dir_inside(storage)
-        meta = spec.store(self, storage, value)
-        hasher = getattr(spec, "content_hash", None)
-        # Without a content hash the storage name (unique per version) stands for it.
-        content_hash = hasher(value) if callable(hasher) else hashing.digest("storage", storage)
-        version = Version(name, key, content_hash, storage, meta=meta)
-        if self.durable:
-            self._fsync_spec(storage)
-        if isinstance(spec, HdfArraySpec):  # closed by store; consumers get a read-only handle
-            value = spec.fetch(self, storage, meta)
-        return Stored(version, value)
-
-    def _spec_dir_inside(self, storage: str) -> None:
-        """Refuse a spec storage whose ``specs/`` directory leads out of the plant."""
-        locations.check(storage, "spec")
-        self.paths.path_for_write(f"specs/{storage}")
-
-    def _spec_files(self, storage: str) -> list[str]:
-        """The files a spec wrote for ``storage`` (``specs/<storage>*``), as locations."""
-        own = f"specs/{storage}"
-        try:
-            names = os.listdir(self.baseDir)
-        except OSError:
-            return []
-        return [f"specs/{n}" for n in names if locations.owner(f"specs/{n}") == own]
-
-    def _fsync_spec(self, storage: str) -> None:
-        for location in self._spec_files(storage):
-            path = self.paths.path_of(location)
-            if os.path.isfile(path):
-                _fsync_file(path)
-        fsync_dir(self.baseDir)
-
-    def allocate(self, name: str, key: str, temp: bool = False, **kwargs: Any) -> tuple[Any, str]:
-        """Create a value to fill in place; returns (value, storage location).
-
-        A file is created at ``files/<storage>/<filename>``; ``filename`` (optional) must be one
-        plain file name.
+        Returns
+        -------
+        (Any, str)
+            The value (a path, an ``h5py.Dataset``) and its storage location.
 
         Raises
         ------
         AllocationError
             for types that cannot be allocated, bad arguments (shape, dtype), or a
             ``filename`` that is not one plain file name.
+        SpecError
+            when a spec's own ``allocate`` raises something else.
         WarehouseError
             when the disk refuses, or the storage directory leads out of the plant directory.
         """
         self.check_type(key)
         storage = self.storage_name(name, temp)
+        codec = self.codecs.get(key)
         try:
-            if key == "file":
-                return self._allocate_file(name, storage, kwargs.get("filename"))
-            spec = self.ingredientSpecs.get(key)
-            if spec is None or not getattr(spec, "isAllocatable", False):
+            if not codec.allocatable:
                 raise AllocationError(f"ingredient '{name}' of type '{key}' cannot be allocated; "
                                       f"send it instead", ingredient=name)
-            self.lease.hold(storage)
-            self._spec_dir_inside(storage)
-            return spec.allocate(self, storage, **kwargs), storage
+            return codec.allocate(self, name, storage, **kwargs)
+        except PyPlantError as exc:
+            _name(exc, reactor, name)
+            raise
         except (OSError, LocationError) as exc:
-            raise WarehouseError(f"cannot allocate ingredient '{name}': {exc}", ingredient=name) from exc
-
-    def _allocate_file(self, name: str, storage: str, filename: Any) -> tuple[str, str]:
-        try:
-            basename = locations.default_basename(name) if filename is None else \
-                locations.check_basename(filename)
-        except LocationError as exc:
-            raise AllocationError(f"ingredient '{name}': bad filename: {exc}", ingredient=name) from exc
-        location = locations.file_location(storage, basename)
-        self.lease.hold(location)
-        path = self.paths.path_for_write(location)
-        open(path, "wb").close()
-        return path, location
+            raise WarehouseError(f"cannot allocate ingredient '{name}': {exc}", reactor=reactor,
+                                 ingredient=name) from exc
 
     def deallocate(self, key: str, storage: str) -> None:
         """Free a temp allocation or the leftovers of a failed reactor: only what
         ``locations`` derives for it (a file ingredient's own directory, a spec's storage);
-        never follows a symlink."""
+        never follows a symlink. Never raises: a failure is logged as a warning (freeing must
+        never hide the error that led here)."""
         try:
-            if key == "file":
-                own = locations.owner(locations.check(storage, "file"))
-                _remove_tree(self.paths.lexical(own))
-                return
-            spec = self.ingredientSpecs.get(key)
-            locations.check(storage, "spec")
-            if spec is not None and getattr(spec, "isAllocatable", False):
-                spec.deallocate(self, storage)
-            else:
-                for location in self._spec_files(storage):
-                    _remove_tree(self.paths.lexical(location))
-        except Exception as exc:  # freeing must never hide the error that led here
+            codec = self.codecs.get(key)
+            if codec is not None:
+                codec.deallocate(self, storage)
+            else:  # a spec no longer registered: remove what is named after the storage
+                for location in spec_files(self, locations.check(storage, "spec")):
+                    _codecs.remove_tree(self.paths.lexical(location))
+        except Exception as exc:
             self.logger.warning("could not free ingredient storage %s: %s", storage, exc)
 
     def free(self, version: Version) -> None:
         """Remove the per-version storage of a version whose reactor failed (files, specs);
-        content-addressed blobs are left to GC (another version may share them)."""
-        if version.location and version.type not in BUILTIN_TYPES - {"file"}:
+        content-addressed blobs are left to GC (another version may share them). Never raises."""
+        codec = self.codecs.get(version.type)
+        if version.location and (codec is None or codec.location_kind != "blob"):
             self.deallocate(version.type, version.location)
 
-    # --- reading ---
-
-    def load(self, version: Version) -> Any:
-        """Load a stored version; its location is recorded in the plant's lease first.
-
-        Raises
-        ------
-        CorruptVersionError
-            when its file is missing, cannot be decoded, or its location is not one the
-            warehouse makes (tampered metadata, a symlink leading out of the plant directory);
-            the caller recomputes it.
-        """
-        try:
-            self.lease.hold(version.location)
-            value = self._load(version)
-            self._verify(version, value)
-        except CorruptVersionError:
-            raise
-        except Exception as exc:
-            raise CorruptVersionError(f"ingredient '{version.name}' cannot be loaded from "
-                                      f"{version.location or 'the metadata'}: {type(exc).__name__}: {exc}",
-                                      ingredient=version.name) from exc
-        return value
-
-    def _load(self, version: Version) -> Any:
-        if version.location is not None or version.type not in BUILTIN_TYPES:
-            locations.check(version.location, version.type)
-        if version.type == "array":
-            return self.blobs.get_array(version.location)
-        if version.type == "file":
-            path = self.paths.path_of(version.location)
-            if not os.path.isfile(path):
-                raise CorruptVersionError(f"file ingredient '{version.name}' is missing: {path}",
-                                          ingredient=version.name)
-            return path
-        if version.type in BUILTIN_TYPES:
-            data = version.inline if version.inline is not None else self.blobs.get_bytes(version.location)
-            if hashing.bytes_hash(data, "pickle") != version.content_hash:  # never unpickle damage
-                raise CorruptVersionError(f"ingredient '{version.name}': stored bytes do not match "
-                                          f"their content hash", ingredient=version.name)
-            return _deserialize(data, (version.meta or {}).get("codec", "pickle"))
-        spec = self.ingredientSpecs.get(version.type)
-        if spec is None:
-            raise CorruptVersionError(f"ingredient '{version.name}' was stored with spec '{version.type}', "
-                                      f"which is not registered; call plant.warehouse."
-                                      f"register_ingredient_specs([...])", ingredient=version.name)
-        self.paths.path_of(f"specs/{version.location}")  # specs/ must not lead out of the plant
-        value = spec.fetch(self, version.location, version.meta)
-        if value is None:
-            raise CorruptVersionError(f"spec '{version.type}' found no stored value for "
-                                      f"ingredient '{version.name}'", ingredient=version.name)
-        return value
+    def discard(self, version: Version) -> None:
+        """Remove the damaged storage of a version, so that recomputing it writes it afresh
+        (a content-addressed blob would otherwise be reused as it is). A symlink is removed
+        itself, never its target. Never raises."""
+        codec = self.codecs.get(version.type)
+        if codec is not None:
+            try:
+                codec.discard(self, version)
+            except Exception as exc:
+                self.logger.warning("could not discard the damaged version of '%s': %s", version.name, exc)
 
     @property
     def closed(self) -> bool:
+        """True once ``close`` was called."""
         return self._closed
 
-    def discard(self, version: Version) -> None:
-        """Remove the damaged file of a version, so that recomputing it writes it afresh
-        (a content-addressed blob would otherwise be reused as it is). A symlink is removed
-        itself, never its target."""
-        if version.location and version.type in BUILTIN_TYPES - {"file"}:
-            try:
-                os.remove(self.paths.lexical(locations.check(version.location, version.type)))
-            except (OSError, ValueError):
-                pass
-
-    def _verify(self, version: Version, value: Any) -> None:
-        """Check a loaded value against its content hash, or its size when it is huge."""
-        if version.type == "array":
-            ok = (hashing.array_hash(value) == version.content_hash if version.nbytes <= VERIFY_MAX_BYTES
-                  else value.nbytes == version.nbytes)
-        elif version.type == "file":
-            ok = os.path.getsize(value) == version.nbytes and (
-                version.nbytes > VERIFY_MAX_BYTES or hashing.digest(
-                    "file", os.path.basename(value), hashing.file_hash(value)) == version.content_hash)
-        elif version.type == "hdf_array":
-            meta = version.meta or {}
-            ok = list(value.shape) == meta.get("shape", list(value.shape)) and \
-                value.dtype.str == meta.get("dtype", value.dtype.str)
-        else:
-            hasher = getattr(self.ingredientSpecs.get(version.type), "content_hash", None)
-            ok = not callable(hasher) or hasher(value) == version.content_hash
-        if not ok:
-            raise CorruptVersionError(f"ingredient '{version.name}' is damaged on disk: it does not "
-                                      f"match its content hash ({version.location})", ingredient=version.name)
-
     def close(self) -> None:
-        """Close spec handles, the lease and the metadata environment; idempotent, and
-        completes when called again after an interrupt landed inside it."""
+        """Close codec and spec handles, the lease and the metadata; idempotent, and completes
+        when called again after an interrupt landed inside it."""
         self._closed = True
         try:
-            for spec in list(self.ingredientSpecs.values()):
+            for codec in list(self.codecs):
                 try:
-                    spec.close()
+                    codec.close()
                 except Exception as exc:
-                    self.logger.warning("spec %s failed to close: %s", spec.get_name(), exc)
+                    self.logger.warning("spec %s failed to close: %s", codec.key, exc)
         finally:
             try:
                 self.lease.release()
@@ -418,34 +415,94 @@ class Warehouse:
                 self.metadata.close()
 
 
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class ReadOnlyWarehouse(_Codecs):
+    """A read-only view of a plant directory; see ``Warehouse.open_readonly``.
 
+    It reads while other processes run the plant (LMDB readers never block writers) and
+    writes nothing: no lease (so GC may delete a version that is being read: loading it then
+    raises ``CorruptVersionError``), no code memo, no clean-close stamp. Use it as a context
+    manager or call ``close``.
 
-def _remove_tree(path: str) -> None:
-    """Remove a file, a symlink (not its target) or a directory tree (symlinks inside are
-    removed, not followed)."""
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path)
+    Attributes
+    ----------
+    metadata : MetadataBackend
+        Read methods only (``traces``, ``trace``, ``history``, ``reactor_records``,
+        ``producers``, ...); write methods raise ``WarehouseError``.
+    """
 
+    durable = False
 
-def _serialize(name: str, value: Any) -> tuple[bytes, str]:
-    try:
-        return pickle.dumps(value, protocol=5), "pickle"
-    except Exception as first:
+    def __init__(self, plant_dir: str, logger: logging.Logger | None = None):
+        plant_dir = os.fspath(plant_dir)
+        if not os.path.isdir(plant_dir):
+            raise PlantDirError(f"plant directory {plant_dir!r} does not exist or is not a directory",
+                                path=plant_dir)
+        self.plantDir = plant_dir
+        self.baseDir = os.path.join(plant_dir, "specs")
+        self.logger = logger or logging.getLogger("pyplant")
+        self.paths = locations.Root(plant_dir)
+        self.metadata = LmdbMetadata(os.path.join(plant_dir, "meta.lmdb"), readonly=True)
+        self.blobs = BlobStore(plant_dir, create=False)
+        self._init_codecs()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` was called."""
+        return self.metadata.closed
+
+    def traces(self, reactor: str, limit: int = 64) -> list[Trace]:
+        """The reactor's traces, most recent first (see ``MetadataBackend.traces``)."""
+        return self.metadata.traces(reactor, limit)
+
+    def history(self) -> list[HistoryRecord]:
+        """Every run recorded, oldest first."""
+        return list(self.metadata.history())
+
+    def reactor_records(self) -> dict[str, ReactorRecord]:
+        """``{reactor: ReactorRecord}`` of every reactor recorded."""
+        return self.metadata.reactor_records()
+
+    def latest_versions(self) -> dict[str, Version]:
+        """``{ingredient: Version}`` of the latest trace of each ingredient's producer."""
+        found: dict[str, Version] = {}
+        for ingredient, producer in self.metadata.producers().items():
+            version = self.latest_version(producer, ingredient)
+            if version is not None:
+                found[ingredient] = version
+        return found
+
+    def latest_version(self, producer: str, ingredient: str) -> Version | None:
+        """The version of ``ingredient`` in the most recent trace of ``producer`` that sent
+        it (the calls of one step share traces: ``scale`` and ``scale_1``), or None."""
+        for trace in self.metadata.traces(producer, limit=LATEST_SCAN):
+            for slot, name in trace.published().items():
+                if name == ingredient:
+                    return trace.outputs[slot]
+        return None
+
+    def close(self) -> None:
+        """Close spec handles and the metadata view; idempotent."""
         try:
-            return dill.dumps(value, protocol=5), "dill"
-        except Exception as exc:
-            raise SerializationError(
-                f"ingredient '{name}' of type {type(value).__qualname__} can be stored neither with "
-                f"pickle ({first}) nor with dill ({exc})", ingredient=name) from exc
+            for codec in list(self.codecs):
+                try:
+                    codec.close()
+                except Exception as exc:
+                    self.logger.warning("spec %s failed to close: %s", codec.key, exc)
+        finally:
+            self.metadata.close()
+
+    def __enter__(self) -> "ReadOnlyWarehouse":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _deserialize(data: bytes, codec: str) -> Any:
-    return dill.loads(data) if codec == "dill" else pickle.loads(data)
+def _name(exc: PyPlantError, reactor: str | None, ingredient: str | None) -> None:
+    """Fill in the reactor and the ingredient an error raised below the facade is about."""
+    if exc.reactor is None:
+        exc.reactor = reactor
+    if ingredient is not None and (exc.ingredient is None or exc.ingredient != ingredient
+                                   and "@" in exc.ingredient):
+        exc.ingredient = ingredient  # a spec names the storage (<ingredient>@<token>)
+

@@ -27,10 +27,10 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Iterable
 
 from .locks import SafeLock
+from .records import LeaseRecord, RecordError
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +38,6 @@ LEASES_DIR = "leases"
 GATE_FILE = "gc.lock"
 _LEASE_NAME = re.compile(r"\d+-\d+\.lease")
 _TMP = re.compile(r"\.tmp-(\d+)-[0-9a-f]+$")
-
-
-@dataclass(frozen=True)
-class LiveLease:
-    """A live plant as GC sees it: its process, start time and every location it recorded."""
-    pid: int
-    started: float
-    held: frozenset[str]
 
 
 class _Gate:
@@ -135,7 +127,7 @@ class Lease:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            lines = [json.dumps({"pid": os.getpid(), "started": time.time()})]
+            lines = [json.dumps(LeaseRecord(os.getpid(), time.time()).header())]
             lines += [json.dumps(loc) for loc in locations]
             os.write(fd, ("\n".join(lines) + "\n").encode())
             os.replace(tmp, path)
@@ -146,6 +138,7 @@ class Lease:
         return fd
 
     def shared(self) -> _Section:
+        """``with lease.shared():`` the plants' side of the gate (GC waits meanwhile)."""
         return _Section(self.gate, fcntl.LOCK_SH)
 
     def hold(self, location: str | None) -> None:
@@ -205,7 +198,7 @@ def exclusive(plant_dir: str) -> _Section:
     return _Exclusive(_Gate(os.path.join(plant_dir, GATE_FILE)), fcntl.LOCK_EX)
 
 
-def live_leases(plant_dir: str) -> list[LiveLease]:
+def live_leases(plant_dir: str) -> list[LeaseRecord]:
     """The leases of live plants; the lease files of dead ones are deleted."""
     root = os.path.join(plant_dir, LEASES_DIR)
     try:
@@ -223,7 +216,7 @@ def live_leases(plant_dir: str) -> list[LiveLease]:
     return leases
 
 
-def _read_if_live(path: str) -> LiveLease | None:
+def _read_if_live(path: str) -> LeaseRecord | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
@@ -254,27 +247,15 @@ def _drop_if_dead(path: str) -> None:
         os.close(fd)
 
 
-def _parse(path: str, fd: int) -> LiveLease:
+def _parse(path: str, fd: int) -> LeaseRecord:
     """A live lease; a line it cannot read makes GC keep everything (never guess)."""
     with os.fdopen(os.dup(fd), "rb") as f:
         data = f.read()
     lines = data.split(b"\n")
     try:
-        header = json.loads(lines[0])
-        pid, started = int(header["pid"]), float(header["started"])
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        return LeaseRecord.from_lines(json.loads(lines[0]), [json.loads(line) for line in lines[1:] if line])
+    except (ValueError, RecordError) as exc:  # RecordError is a ValueError, named for the reader
         raise UnreadableLease(path, exc) from exc
-    held = set()
-    for line in lines[1:]:
-        if not line:
-            continue
-        try:
-            location = json.loads(line)
-        except ValueError as exc:
-            raise UnreadableLease(path, exc) from exc
-        if isinstance(location, str):
-            held.add(location)
-    return LiveLease(pid, started, frozenset(held))
 
 
 class UnreadableLease(Exception):

@@ -42,6 +42,7 @@ def storage_name(ingredient: str, temp: bool = False) -> str:
 
 
 def is_storage_name(name: str) -> bool:
+    """True when ``name`` is a storage name (``[temp-]<safe name>@<16 hex digits>``)."""
     return STORAGE.fullmatch(name) is not None
 
 
@@ -69,10 +70,12 @@ def default_basename(ingredient: str) -> str:
 
 
 def file_location(storage: str, basename: str) -> str:
+    """The location of a file ingredient's file (``LocationError`` for a bad ``basename``)."""
     return f"files/{storage}/{check_basename(basename)}"
 
 
 def blob_location(content_hash: str, suffix: str) -> str:
+    """The location of the blob of ``content_hash`` (hex) with ``suffix`` (``.npy``)."""
     return f"blobs/{content_hash[:2]}/{content_hash[2:]}{suffix}"
 
 
@@ -95,22 +98,33 @@ def owner(location: str) -> str | None:
     return None
 
 
+KINDS = ("blob", "file", "spec")
+
+
 def check(location: str, kind: str) -> str:
-    """``location`` when a rule of this module derives it for a version of type ``kind``.
+    """``location`` when a rule of this module derives it for a location of ``kind``.
+
+    Parameters
+    ----------
+    location : str
+        Relative to the plant directory.
+    kind : str
+        ``'blob'`` (``blobs/ab/<hex>.<suffix>``), ``'file'`` (``files/<storage>/<name>``) or
+        ``'spec'`` (a storage name), as a codec's ``location_kind`` says.
 
     Raises
     ------
     LocationError
-        for anything else (an absolute path, ``..``, a name no rule makes).
+        for anything else (an absolute path, ``..``, a name no rule makes, an unknown kind).
     """
     parts = location.split("/") if isinstance(location, str) else []
     if kind == "file":
         ok = len(parts) == 3 and parts[0] == "files" and is_storage_name(parts[1]) \
             and parts[2] not in ("", ".", "..")
-    elif kind in ("array", "simple", "list", "object"):
+    elif kind == "blob":
         ok = _BLOB.fullmatch(location or "") is not None
     else:
-        ok = is_storage_name(location or "")
+        ok = kind == "spec" and is_storage_name(location or "")
     if not ok:
         raise LocationError(f"location {location!r} is not a storage location of a "
                             f"'{kind}' version")

@@ -21,22 +21,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import hashing
-from ..errors import AllocationError
+from ..errors import AllocationError, InvalidOperationException
 
 if TYPE_CHECKING:
     from . import Warehouse
 
 
-class InvalidOperationException(Exception):
-    """A spec was asked to allocate or deallocate but does not support it (PyPlant's name)."""
-
-
 class IngredientTypeSpec(abc.ABC):
-    """Base of ingredient type specs.
+    """Base of ingredient type specs: PyPlant's extension point for values stored in files of
+    their own (HDF5, ``.npz``, ``.keras``), kept name for name.
 
-    Implement ``get_name``, ``store`` and ``fetch``; implement ``is_instance`` for type inference;
-    set ``self.isAllocatable = True`` and implement ``allocate``/``deallocate`` for types that
-    are created in place. ``__init__`` must take no arguments besides optional settings.
+    Implement ``get_name``, ``store`` and ``fetch``; ``is_instance`` to be chosen for values
+    sent without a type; for types created in place, set ``self.isAllocatable = True`` and
+    implement ``allocate`` and ``deallocate``. Optional: ``content_hash(value) -> str`` (early
+    cutoff; without it the storage name stands for the content), ``verify`` (a cheap structural
+    check of a loaded value), ``stored_value`` (what consumers receive after ``store``),
+    ``close``. ``__init__`` must take no arguments besides optional settings. Register an
+    instance with ``plant.warehouse.register_ingredient_specs([MySpec()])``.
+
+    Every method gets a *storage name* ``name`` unique to one version (``<ingredient>@<16
+    hex>``) and must write only ``os.path.join(warehouse.baseDir, name + <suffix>)`` (or a
+    directory of that name): that is what the warehouse verifies, frees and sweeps. The
+    warehouse records the size and hash of those files after ``store`` and checks them before
+    ``fetch``, so a missing or altered file is recomputed; an exception your code raises on
+    intact files is reported as a ``SpecError`` naming the spec and the ingredient.
     """
 
     def __init__(self) -> None:
@@ -45,28 +53,98 @@ class IngredientTypeSpec(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def get_name(cls) -> str:
-        """A unique name of the type, stored with each version."""
+        """A unique name of the type, stored with each version (never change it once versions
+        exist: a version whose spec is not registered cannot be loaded and is recomputed)."""
 
     @abc.abstractmethod
     def store(self, warehouse: "Warehouse", name: str, value: Any) -> dict[str, Any] | None:
-        """Persist ``value`` under storage name ``name``; return metadata for ``fetch``."""
+        """Persist ``value`` under storage name ``name``.
+
+        Parameters
+        ----------
+        warehouse : Warehouse
+            ``warehouse.baseDir`` is the directory to write in; ``warehouse.durable`` asks for
+            fsync (the warehouse fsyncs the files it finds after ``store``).
+        name : str
+            The storage name of this version.
+        value : Any
+            What the reactor sent (or, for an allocated value, what ``allocate`` returned).
+
+        Returns
+        -------
+        dict or None
+            Plain data passed back to ``fetch`` (shape, dtype, format, ...).
+
+        Raises
+        ------
+        OSError
+            when the disk refuses (reported as ``WarehouseError``); any other exception is a
+            bug (reported as ``SpecError``).
+        """
 
     @abc.abstractmethod
     def fetch(self, warehouse: "Warehouse", name: str, meta: dict[str, Any] | None) -> Any:
-        """Load the value stored under ``name``; return None when it is missing."""
+        """Load the value stored under storage name ``name``.
+
+        Parameters
+        ----------
+        meta : dict or None
+            What ``store`` returned.
+
+        Returns
+        -------
+        Any
+            The value, or None when nothing is stored under ``name`` (the version is then
+            recomputed).
+        """
 
     def allocate(self, warehouse: "Warehouse", name: str, **kwargs: Any) -> Any:
-        raise InvalidOperationException(f"{self.get_name()} cannot be allocated")
+        """Create a value to be filled in place under storage name ``name`` (only when
+        ``isAllocatable``); ``kwargs`` are what the reactor passed to ``pipe.allocate``.
+
+        Returns
+        -------
+        Any
+            What the reactor fills (an ``h5py.Dataset``); ``store`` gets it when it is sent.
+
+        Raises
+        ------
+        AllocationError
+            for bad arguments (name the argument and the value).
+        InvalidOperationException
+            by default: the type cannot be allocated.
+        """
+        raise InvalidOperationException(f"{self.get_name()} cannot be allocated", spec=self.get_name())
 
     def deallocate(self, warehouse: "Warehouse", name: str) -> None:
-        raise InvalidOperationException(f"{self.get_name()} cannot be deallocated")
+        """Remove what ``allocate``/``store`` wrote under ``name`` and close its handles (a
+        failed reactor, a temporary allocation). Must not fail when nothing is there.
+
+        Raises
+        ------
+        InvalidOperationException
+            by default: the type cannot be allocated.
+        """
+        raise InvalidOperationException(f"{self.get_name()} cannot be deallocated", spec=self.get_name())
 
     def close(self) -> None:
-        """Release files and handles; called on plant shutdown."""
+        """Release files and handles; called on plant shutdown (a failure is logged)."""
 
     def is_instance(self, value: Any) -> bool:
-        """True when ``value`` should be stored with this spec when no type is given."""
+        """True when ``value``, sent without a type, should be stored with this spec; False by
+        default. Must be cheap and must not import heavy modules (see ``sys.modules``)."""
         return False
+
+    def verify(self, value: Any, meta: dict[str, Any] | None) -> bool:
+        """A cheap check of a fetched value against ``meta`` (what ``store`` returned): False
+        marks the version damaged. True by default."""
+        return True
+
+    def stored_value(self, warehouse: "Warehouse", name: str, value: Any,
+                     meta: dict[str, Any] | None) -> Any:
+        """What consumers in this session receive once ``value`` is stored: ``value`` itself
+        by default; a spec whose ``store`` closes the value returns ``fetch``'s."""
+        return value
 
 
 class HdfArraySpec(IngredientTypeSpec):
@@ -127,6 +205,17 @@ class HdfArraySpec(IngredientTypeSpec):
         if name not in self._files:
             self._files[name] = h5py.File(path, "r")
         return self._files[name]["data"]
+
+    def verify(self, value: Any, meta: dict[str, Any] | None) -> bool:
+        """The dataset has the recorded shape and dtype."""
+        meta = meta or {}
+        return list(value.shape) == meta.get("shape", list(value.shape)) and \
+            value.dtype.str == meta.get("dtype", value.dtype.str)
+
+    def stored_value(self, warehouse: "Warehouse", name: str, value: Any,
+                     meta: dict[str, Any] | None) -> Any:
+        """A read-only handle (``store`` closed the writable one)."""
+        return self.fetch(warehouse, name, meta)
 
     def deallocate(self, warehouse: "Warehouse", name: str) -> None:
         self._close(name)
@@ -211,6 +300,8 @@ class ScipySparseSpec(IngredientTypeSpec):
         return value if value.format in self.NATIVE_FORMATS else value.tocsr()
 
     def content_hash(self, value: Any) -> str:
+        """Hex digest (32 characters) of format, shape, dtype, matrix or array, and the index
+        and data arrays: equal matrices, equal hashes (early cutoff)."""
         native = self._native(value)
         parts = [value.format, repr(value.shape), value.dtype.str, type(value).__name__]
         for attr in ("data", "indices", "indptr", "row", "col", "offsets"):

@@ -1,4 +1,5 @@
-"""Blobs addressed by content hash: ``<plantDir>/blobs/ab/cdef....<suffix>``.
+"""The file store: ``BlobBackend`` on the plant directory. Blobs are addressed by content
+hash: ``<plantDir>/blobs/ab/cdef....<suffix>``.
 
 A blob is written to a temporary file next to its final name and renamed into place, so a
 killed process leaves at worst a ``*.tmp-*`` file, never a partial blob under a real name. With
@@ -12,19 +13,26 @@ deletes a blob between the moment it is found and the commit of the version usin
 
 Paths are resolved before they are trusted (``locations.Root``): a blob that is a symlink is
 never read; one found where a blob is written is removed (the link, not its target).
+
+GC lists what is stored under ``blobs/``, ``files/`` and ``specs/`` through ``stored`` and
+removes through ``remove``; neither ever follows a symlink.
 """
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
 import uuid
-from typing import Callable, IO
+from typing import Callable, IO, Iterator
 
 import numpy as np
 
 from .. import hashing
 from . import locations
+from .backend import BlobBackend, StoredFile
+
+logger = logging.getLogger(__name__)
 
 # Arrays below this size are read into memory; larger ones are memory-mapped.
 MMAP_MIN_BYTES = 1 << 20
@@ -61,6 +69,7 @@ def inside(root: str, location: str) -> str:
 
 
 def fsync_dir(path: str) -> None:
+    """fsync a directory (its entries: a rename or a new file in it survives power loss)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -95,29 +104,42 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-class BlobStore:
-    """Content-addressed files under ``root``; locations are relative to the plant directory.
+class BlobStore(BlobBackend):
+    """Content-addressed files under ``<plant_dir>/blobs``; locations are relative to the plant
+    directory.
 
-    ``hold(location)`` is called before a blob is looked for or written (the plant's lease).
+    Parameters
+    ----------
+    plant_dir : str
+        The plant directory.
+    durable : bool
+        fsync each blob and its directory before trusting its rename (power loss).
+    hold : callable
+        ``hold(location)`` is called before a blob is looked for or written (the plant's
+        lease records it, so that GC keeps it).
+    create : bool
+        Create ``blobs/`` when missing (False for a read-only view).
     """
 
     def __init__(self, plant_dir: str, durable: bool = False,
-                 hold: Callable[[str], None] = lambda location: None):
+                 hold: Callable[[str], None] = lambda location: None, create: bool = True):
         self.plant_dir = plant_dir
         self.paths = locations.Root(plant_dir)
         self.root = os.path.join(plant_dir, "blobs")
         self.durable = durable
         self.hold = hold
-        os.makedirs(self.root, exist_ok=True)
+        if create:
+            os.makedirs(self.root, exist_ok=True)
 
     def location(self, content_hash: str, suffix: str) -> str:
+        """The location of the blob of ``content_hash`` with ``suffix`` (``.npy``)."""
         return locations.blob_location(content_hash, suffix)
 
     def abspath(self, location: str) -> str:
+        """The path of ``location``; ``LocationError`` when it leads out of the plant directory."""
         return self.paths.path_of(location)
 
     def put_bytes(self, content_hash: str, data: bytes, suffix: str = ".pkl") -> str:
-        """Store ``data`` under its hash; returns the location (relative path)."""
         return self._put(content_hash, suffix, lambda f: f.write(data))
 
     def put_array(self, arr: np.ndarray) -> tuple[str, str]:
@@ -192,3 +214,46 @@ class BlobStore:
             arr.flags.writeable = False
             return arr
         return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+
+    # --- what GC sweeps ---
+
+    def stored(self) -> Iterator[StoredFile]:
+        for location, path in _stored_files(self.paths):
+            try:
+                st = os.lstat(path)
+            except OSError:  # removed meanwhile
+                continue
+            yield StoredFile(location, st.st_size, st.st_mtime)
+
+    def remove(self, location: str) -> None:
+        os.unlink(self.paths.lexical(location))  # a symlink goes itself; its target is never touched
+
+    def prune_empty(self, keep: set[str]) -> None:
+        """Remove the empty directories of file ingredients under ``files/`` whose location is
+        not in ``keep`` (a referenced directory may be empty while its reactor runs)."""
+        root = os.path.join(self.paths.path, "files")
+        if os.path.islink(root):
+            return
+        for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+            location = os.path.relpath(dirpath, self.paths.path).replace(os.sep, "/")
+            if dirpath != root and not dirnames and not filenames and location not in keep:
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
+
+
+def _stored_files(paths: locations.Root) -> Iterator[tuple[str, str]]:
+    """(location, path) of every file and symlink under blobs/, files/ and specs/, without
+    following any symlink."""
+    for top in locations.TOPS:
+        root = os.path.join(paths.path, top)
+        if os.path.islink(root) or not paths.is_inside(os.path.join(root, "x")):
+            logger.warning("gc: skipping %s: it leads out of the plant directory (%s)", root,
+                           os.path.realpath(root))
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):  # never descends into a symlink
+            links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            for name in filenames + links:
+                path = os.path.join(dirpath, name)
+                yield os.path.relpath(path, paths.path).replace(os.sep, "/"), path

@@ -1,0 +1,451 @@
+"""Codecs: one per ingredient type, dispatched by type key; adding a type is one class and one
+registration; only damage is a CorruptVersionError, a bug in a spec or codec is a SpecError."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import pyplant.specs
+from pyplant import IngredientTypeSpec, ReactorFunc, specs
+from pyplant.errors import (AllocationError, CorruptVersionError, IngredientTypeError,
+                            InvalidOperationException, PyPlantError, SpecError, WarehouseError)
+from pyplant.warehouse.codecs import BytesCodec, Codec, Registry
+from pyplant.warehouse.records import Version
+
+from conftest import Box, result_of, run_script, write_script
+
+
+@pytest.fixture
+def warehouse(open_plant):
+    plant, _ = open_plant()
+    return plant.warehouse
+
+
+# --- dispatch and inference ----------------------------------------------------------------------
+
+class Thing:
+    pass
+
+
+@pytest.mark.parametrize("value, key", [
+    (1, "simple"), ("s", "simple"), (None, "simple"), (b"b", "simple"), ([1, 2], "list"),
+    ((1, 2), "object"), ({"a": 1}, "object"), (Thing(), "object"), (np.arange(3), "array"),
+    (np.ma.masked_array([1, 2]), "object"), (np.array([None, 1], dtype=object), "object"),
+    (sp.csr_matrix(np.eye(2)), "scipy_sparse"), (True, "simple"),
+])
+def test_values_sent_without_a_type_get_the_codec_that_accepts_them(warehouse, value, key):
+    assert warehouse.infer_type(value) == key
+    stored = warehouse.store("x", value, key)
+    assert stored.version.type == key
+
+
+def test_an_hdf_dataset_is_inferred_as_hdf(warehouse, tmp_path):
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        assert warehouse.infer_type(f.create_dataset("d", data=np.arange(3))) == "hdf_array"
+
+
+class TaggedCodec(BytesCodec):
+    """A custom codec for Thing: registered after the built-ins, inferred before 'object'."""
+    key = "thing"
+    suffix = ".thing"
+
+    def __init__(self, tag="v1"):
+        self.tag = tag
+
+    def accepts(self, value):
+        return isinstance(value, Thing)
+
+    def encode(self, value):
+        return pickle.dumps(value), {"tag": self.tag}
+
+    def decode(self, data, meta):
+        return pickle.loads(data)
+
+
+def test_a_registered_codec_is_inferred_and_a_new_registration_replaces_it(warehouse):
+    warehouse.register_codecs([TaggedCodec("v1")])
+    assert warehouse.infer_type(Thing()) == "thing" and warehouse.infer_type((1,)) == "object"
+    warehouse.register_codecs([TaggedCodec("v2")])
+    assert warehouse.store("t", Thing(), "thing").version.meta == {"tag": "v2"}
+    assert [c.key for c in warehouse.codecs].count("thing") == 1
+
+
+def test_unknown_types_are_refused_with_an_ingredient_type_error(warehouse):
+    with pytest.raises(IngredientTypeError, match="unknown ingredient type 'nope'") as info:
+        warehouse.store("x", 1, "nope")
+    assert isinstance(info.value, AllocationError) and isinstance(info.value, TypeError)
+    with pytest.raises(IngredientTypeError, match="no key"):
+        Registry([], TaggedCodec()).register(type("Keyless", (TaggedCodec,), {"key": ""})())
+
+
+def test_a_version_of_an_unregistered_type_is_recomputed(warehouse):
+    version = Version("x", "gone_codec", "h" * 32, None, b"data")
+    with pytest.raises(CorruptVersionError, match="'gone_codec', which is not registered"):
+        warehouse.load(version)
+
+
+# --- BytesCodec: inline, blobs, damage and bugs ------------------------------------------------
+
+def test_bytes_codec_stores_inline_up_to_its_limit_then_in_a_blob(warehouse):
+    class Small(TaggedCodec):
+        inline_max = 100
+
+    warehouse.register_codecs([Small()])
+    thing = Thing()
+    thing.pad = b""
+    inline = warehouse.store("t", thing, "thing").version
+    thing.pad = b"x" * 200
+    blobbed = warehouse.store("t", thing, "thing").version
+    assert inline.inline is not None and inline.location is None
+    assert blobbed.inline is None and blobbed.location.endswith(".thing")
+    assert warehouse.load(blobbed).pad == b"x" * 200
+    Path(warehouse.plantDir, blobbed.location).write_bytes(b"altered")
+    with pytest.raises(CorruptVersionError, match="do not match their content hash"):
+        warehouse.load(blobbed)
+
+
+def test_a_decode_that_raises_on_intact_bytes_is_a_spec_error(warehouse):
+    class Broken(TaggedCodec):
+        def decode(self, data, meta):
+            raise KeyError("a bug")
+
+    warehouse.register_codecs([Broken()])
+    version = warehouse.store("t", Thing(), "thing").version
+    with pytest.raises(SpecError, match="codec 'thing' failed to decode ingredient 't'") as info:
+        warehouse.load(version)
+    assert (info.value.spec, info.value.ingredient) == ("thing", "t")
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_a_pickle_that_no_longer_unpickles_is_recomputed(warehouse):
+    """Intact bytes (their hash matches) naming a class that is gone: recomputed, since they
+    cannot be used here; altered bytes are never unpickled at all."""
+    version = warehouse.store("t", Thing(), "object").version
+    data = version.inline.replace(b"Thing", b"Gone_")
+    gone = Version(version.name, version.type, pyplant.hashing.bytes_hash(data, "pickle"), None, data,
+                   version.meta, len(data))
+    with pytest.raises(CorruptVersionError, match="cannot be unpickled: AttributeError"):
+        warehouse.load(gone)
+    altered = Version(version.name, version.type, version.content_hash, None, data, version.meta, len(data))
+    with pytest.raises(CorruptVersionError, match="do not match their content hash"):
+        warehouse.load(altered)
+
+
+# --- a DataFrame codec, added through the public registration path -----------------------------
+
+DATAFRAME_CODEC = '''
+"""A pandas DataFrame codec: Parquet when pyarrow is installed, else pickled."""
+import io
+import pickle
+
+import pandas as pd
+
+from pyplant.warehouse.codecs import BytesCodec
+
+try:
+    import pyarrow  # noqa: F401
+    PARQUET = True
+except ImportError:
+    PARQUET = False
+
+
+class DataFrameCodec(BytesCodec):
+    key = "dataframe"
+    suffix = ".df"
+
+    def accepts(self, value):
+        return isinstance(value, pd.DataFrame)
+
+    def encode(self, df):
+        if PARQUET:
+            buffer = io.BytesIO()
+            df.to_parquet(buffer)
+            return buffer.getvalue(), {"format": "parquet"}
+        return pickle.dumps(df, protocol=5), {"format": "pickle"}
+
+    def decode(self, data, meta):
+        if meta["format"] == "parquet":
+            return pd.read_parquet(io.BytesIO(data))
+        return pickle.loads(data)
+'''
+
+DATAFRAME_SCRIPT = '''
+import pandas as pd
+from dfcodec import PARQUET, DataFrameCodec
+
+@ReactorFunc
+def make(pipe, config):
+    pipe.send("table", pd.DataFrame({"x": range(config.n), "name": [f"row{i}" for i in range(config.n)]}))
+
+@ReactorFunc
+def target(pipe):
+    df = yield pipe.receive("table")
+    RESULT["type"] = type(df).__name__
+    RESULT["table"] = df.to_dict(orient="list")
+    RESULT["dtypes"] = [str(t) for t in df.dtypes]
+
+plant = open_plant({"n": 3})
+plant.warehouse.register_codecs([DataFrameCodec()])
+plant.add_reactors(target, make)
+plant.run_reactor(target)
+version = plant.warehouse.metadata.traces("make", limit=1)[0].outputs["table"]
+plant.shutdown()
+report(version=[version.type, version.meta, version.location is None], parquet=PARQUET)
+'''
+
+
+def test_a_dataframe_codec_round_trips_in_a_new_process(tmp_path):
+    """A user codec (one class, one registration): DataFrames sent without a type are stored
+    with it, and a new process loads them back equal, running only the target."""
+    (tmp_path / "dfcodec.py").write_text(DATAFRAME_CODEC)
+    script = write_script(tmp_path / "tables.py", DATAFRAME_SCRIPT)
+    first = result_of(run_script(script, tmp_path / "plant"))
+    second = result_of(run_script(script, tmp_path / "plant"))
+    assert first["started"] == ["target", "make"] and second["started"] == ["target"]
+    table = {"x": [0, 1, 2], "name": ["row0", "row1", "row2"]}
+    assert first["result"]["table"] == second["result"]["table"] == table
+    assert second["result"]["type"] == "DataFrame"
+    assert second["result"]["dtypes"] == first["result"]["dtypes"]
+    expected_format = "parquet" if second["parquet"] else "pickle"
+    assert second["version"] == ["dataframe", {"format": expected_format}, True]  # small: inline
+
+
+# --- specs: damage is recomputed, bugs are SpecErrors ---------------------------------------------
+
+class Note:
+    def __init__(self, text):
+        self.text = text
+
+
+class NoteSpec(IngredientTypeSpec):
+    """A note in ``specs/<storage>.note``; ``fail`` makes one of its methods raise a bug."""
+    fail: set = set()
+
+    @classmethod
+    def get_name(cls):
+        return "note"
+
+    def _path(self, warehouse, name):
+        return os.path.join(warehouse.baseDir, name + ".note")
+
+    def store(self, warehouse, name, value):
+        if "store" in self.fail:
+            raise ValueError("bug in store")
+        with open(self._path(warehouse, name), "w") as f:
+            f.write(value.text)
+        return {"length": len(value.text)}
+
+    def fetch(self, warehouse, name, meta):
+        if "fetch" in self.fail:
+            raise ZeroDivisionError("bug in fetch")
+        path = self._path(warehouse, name)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return Note(f.read())
+
+    def is_instance(self, value):
+        if "is_instance" in self.fail:
+            raise AttributeError("bug in is_instance")
+        return isinstance(value, Note)
+
+    def content_hash(self, value):
+        if "content_hash" in self.fail:
+            raise TypeError("bug in content_hash")
+        return pyplant.hashing.digest("note", value.text)
+
+
+@pytest.fixture
+def note_spec():
+    NoteSpec.fail = set()
+    yield NoteSpec()
+    NoteSpec.fail = set()
+
+
+def note_chain(box):
+    @ReactorFunc
+    def write_note(pipe):
+        pipe.send("before", 1)
+        pipe.send("note", Note("hello"))
+
+    @ReactorFunc
+    def read_note(pipe):
+        note = yield pipe.receive("note")
+        box["text"] = note.text
+
+    return [read_note, write_note]
+
+
+def run_notes(open_plant, spec, box):
+    plant, events = open_plant(reactors=note_chain(box))
+    plant.warehouse.register_ingredient_specs([spec])
+    return plant, events
+
+
+def test_a_bug_in_fetch_on_intact_files_is_a_spec_error_naming_spec_and_ingredient(open_plant, hasher, note_spec):
+    box = Box()
+    plant, _ = run_notes(open_plant, note_spec, box)
+    plant.run_reactor("read_note")
+    plant.shutdown()
+    NoteSpec.fail = {"fetch"}
+    hasher.bump("read_note")
+    plant, events = run_notes(open_plant, note_spec, box)
+    with pytest.raises(SpecError, match="spec 'note' raised in fetch for ingredient 'note'") as info:
+        plant.run_reactor("read_note")
+    assert (info.value.spec, info.value.ingredient) == ("note", "note")
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert events.started == ["read_note"]  # not recomputed: it is not damage
+
+
+@pytest.mark.parametrize("damage", ["truncate", "alter", "delete"])
+def test_a_damaged_spec_file_is_recomputed_even_when_fetch_would_raise(open_plant, hasher, note_spec,
+                                                                        caplog, damage):
+    """Missing, truncated or altered (same size) spec files are damage: the producer re-runs
+    with a warning naming the ingredient, whatever the spec's fetch would do with them."""
+    box = Box()
+    plant, _ = run_notes(open_plant, note_spec, box)
+    plant.run_reactor("read_note")
+    plant.shutdown()
+    (path,) = glob.glob(os.path.join(plant.plantDir, "specs", "*.note"))
+    if damage == "delete":
+        os.remove(path)
+    else:
+        Path(path).write_text("hel" if damage == "truncate" else "HELLO")
+    NoteSpec.fail = {"fetch"}  # fetch is never reached for a damaged version
+    hasher.bump("read_note")
+    caplog.set_level(logging.WARNING)
+    plant, events = run_notes(open_plant, note_spec, box)
+    plant.run_reactor("read_note")
+    assert events.started == ["read_note", "write_note"]
+    assert box["text"] == "hello"
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("ingredient 'note'" in m and ("damaged" in m or "missing" in m) for m in warned), warned
+
+
+def test_a_version_stored_before_files_were_recorded_counts_a_failing_fetch_as_damage(warehouse, note_spec):
+    warehouse.register_ingredient_specs([note_spec])
+    version = warehouse.store("note", Note("old"), "note").version
+    old = Version(version.name, version.type, version.content_hash, version.location, meta=version.meta)
+    NoteSpec.fail = {"fetch"}
+    with pytest.raises(CorruptVersionError, match="cannot be loaded by spec 'note'"):
+        warehouse.load(old)
+    with pytest.raises(SpecError):
+        warehouse.load(version)
+
+
+@pytest.mark.parametrize("method", ["store", "is_instance", "content_hash"])
+def test_a_bug_in_store_is_instance_or_content_hash_is_a_spec_error(open_plant, note_spec, method):
+    NoteSpec.fail = {method}
+    box = Box()
+    plant, events = run_notes(open_plant, note_spec, box)
+    with pytest.raises(SpecError, match=f"spec 'note' raised in {method}") as info:
+        plant.run_reactor("read_note")
+    assert info.value.spec == "note" and info.value.__cause__ is not None
+    assert info.value.ingredient == "note" and info.value.reactor == "write_note"
+    assert not glob.glob(os.path.join(plant.plantDir, "specs", "*"))  # nothing half-stored is left
+    NoteSpec.fail = set()
+    plant.run_reactor("read_note")  # what finished before stays: 'write_note' re-runs alone
+    assert events.started == ["read_note", "write_note", "read_note", "write_note"]
+    assert box["text"] == "hello"
+
+
+def test_a_spec_whose_disk_refuses_raises_warehouse_error(warehouse, note_spec, monkeypatch):
+    warehouse.register_ingredient_specs([note_spec])
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(NoteSpec, "store", full)
+    with pytest.raises(WarehouseError, match="cannot store ingredient 'note'") as info:
+        warehouse.store("note", Note("x"), "note", reactor="r")
+    assert not isinstance(info.value, SpecError) and info.value.reactor == "r"
+
+
+def test_a_bug_in_an_allocatable_spec_is_a_spec_error_and_invalid_operation_is_pyplants(warehouse):
+    class Canvas(IngredientTypeSpec):
+        def __init__(self):
+            super().__init__()
+            self.isAllocatable = True
+
+        @classmethod
+        def get_name(cls):
+            return "canvas"
+
+        def store(self, warehouse, name, value):
+            return None
+
+        def fetch(self, warehouse, name, meta):
+            return None
+
+        def allocate(self, warehouse, name, **kwargs):
+            return kwargs["size"]  # KeyError without size: a bug
+
+    warehouse.register_ingredient_specs([Canvas()])
+    with pytest.raises(SpecError, match="spec 'canvas' raised in allocate for ingredient 'c'") as info:
+        warehouse.allocate("c", "canvas", reactor="painter")
+    assert (info.value.ingredient, info.value.reactor) == ("c", "painter")
+    assert isinstance(info.value.__cause__, KeyError)
+    with pytest.raises(InvalidOperationException, match="canvas cannot be deallocated") as info:
+        IngredientTypeSpec.deallocate(Canvas(), warehouse, "x")
+    assert isinstance(info.value, SpecError) and isinstance(info.value, PyPlantError)
+    assert pyplant.specs.InvalidOperationException is InvalidOperationException
+
+
+def test_a_truncated_hdf_file_is_recomputed(open_plant, hasher, caplog):
+    box = Box()
+
+    @ReactorFunc
+    def make(pipe):
+        ds = pipe.allocate("grid", specs.HdfArraySpec, shape=(64, 64), dtype="float64")
+        ds[...] = 1.5
+        pipe.send("grid", ds)
+
+    @ReactorFunc
+    def use(pipe):
+        grid = yield pipe.receive("grid")
+        box["sum"] = float(grid[...].sum())
+
+    plant, _ = open_plant(reactors=[use, make])
+    plant.run_reactor(use)
+    plant.shutdown()
+    (path,) = glob.glob(os.path.join(plant.plantDir, "specs", "*.hdf"))
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    hasher.bump("use")
+    caplog.set_level(logging.WARNING)
+    plant, events = open_plant(reactors=[use, make])
+    plant.run_reactor(use)
+    assert events.started == ["use", "make"] and box["sum"] == 1.5 * 64 * 64
+    assert any("'grid'" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+def test_spec_versions_record_their_files_sizes_and_hashes(warehouse):
+    version = warehouse.store("m", sp.csr_matrix(np.eye(4)), "scipy_sparse").version
+    [(location, (size, digest))] = version.files.items()
+    assert location == f"specs/{version.location}.npz" and size == version.nbytes > 0
+    assert digest == pyplant.hashing.file_hash(os.path.join(warehouse.plantDir, location))
+
+
+class _Unused(Codec):  # the protocol's defaults: nothing allocatable, no content hash
+    key = "unused"
+
+    def store(self, warehouse, name, value, allocated):
+        raise AssertionError
+
+    def load(self, warehouse, version):
+        raise AssertionError
+
+
+def test_codec_defaults(warehouse):
+    codec = _Unused()
+    assert not codec.accepts(1) and codec.content_hash(1) is None and not codec.allocatable
+    with pytest.raises(AllocationError, match="cannot be allocated"):
+        codec.allocate(warehouse, "n", "n@0123456789abcdef")
