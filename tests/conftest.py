@@ -202,7 +202,7 @@ from hypothesis import HealthCheck as _HealthCheck, settings as _hypothesis_sett
 _hypothesis_settings.register_profile(
     "ci", max_examples=30, deadline=None, suppress_health_check=[_HealthCheck.too_slow])
 _hypothesis_settings.register_profile(
-    "thorough", max_examples=2000, deadline=None, suppress_health_check=[_HealthCheck.too_slow])
+    "thorough", max_examples=3000, deadline=None, suppress_health_check=[_HealthCheck.too_slow])
 _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # A failing hypothesis test makes its pytest plugin import libcst (to print an @example patch),
