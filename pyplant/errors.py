@@ -38,7 +38,10 @@ reactor (its own type, not wrapped), 2 a usage error of the command line itself:
      21   +-- WarehouseError(PyPlantError, OSError)                 storing or loading a version failed
      22   |    +-- CorruptVersionError(WarehouseError)              a version is missing or damaged
      23   +-- SpecError(PyPlantError, RuntimeError)                 a spec's own code raised (a bug)
-     24        +-- InvalidOperationException(SpecError)             a spec cannot allocate/deallocate
+     24   |    +-- InvalidOperationException(SpecError)             a spec cannot allocate/deallocate
+     25   +-- StepUsageError(PyPlantError, TypeError)               a step or lazy result misused
+     26   +-- StepCommandError(PyPlantError, RuntimeError)          a program run as a step failed
+     27   +-- ComponentError(PyPlantError, ValueError)              a component file cannot be used
 
 An exception raised *inside* a reactor is not wrapped: it propagates out of
 ``Plant.run_reactor`` with its original type, with a note naming the reactor.
@@ -232,3 +235,35 @@ class InvalidOperationException(SpecError):
     also importable as ``pyplant.specs.InvalidOperationException``)."""
 
     exit_code = 24
+
+
+class StepUsageError(PyPlantError, TypeError):
+    """A step, a step result or a pipeline used in a way that cannot work: a lazy result used
+    as a value (``bool``, ``len``, arithmetic: call ``.result()`` or pass it to a step),
+    arguments that do not fit the step, a result computed with no plant. ``step`` names it."""
+
+    def __init__(self, msg: str, *, step: str | None = None, ingredient: str | None = None):
+        super().__init__(msg, reactor=step, ingredient=ingredient)
+        self.step = step
+
+    exit_code = 25
+
+
+class StepCommandError(PyPlantError, RuntimeError):
+    """A program run as a step (``command_step``, ``load_component``) exited with an error;
+    ``returncode`` and ``stderr`` (its last lines) say how."""
+
+    def __init__(self, msg: str, *, step: str, returncode: int, stderr: str):
+        super().__init__(msg, reactor=step)
+        self.step = step
+        self.returncode = returncode
+        self.stderr = stderr
+
+    exit_code = 26
+
+
+class ComponentError(PyPlantError, ValueError):
+    """A component file (``load_component``) that cannot be read: not YAML, no command, an
+    input or output it uses but does not declare, a required input not given."""
+
+    exit_code = 27

@@ -1,4 +1,4 @@
-"""Plant: the facade users hold (config, reactors, run_reactor, events, history, shutdown)."""
+"""Plant: the facade users hold (config, reactors, run_reactor, steps, events, history, shutdown)."""
 from __future__ import annotations
 
 import datetime
@@ -14,9 +14,11 @@ from . import hashing, reactor as _reactor, static, tracking
 from .config import ConfigBase
 from .dependencies import CodeMapper, CodeScope
 from .errors import (IngredientNotFoundError, PlantClosedError, PlantDirError, ReactorDefinitionError,
-                     ReentrantRunError, UnknownReactorError)
+                     ReentrantRunError, StepUsageError, UnknownReactorError)
 from .pipework import check_name
-from .engine import EngineContext, ExecutionRecord, PlantSession, Scheduler, fetch, reactor_task
+from .engine import EngineContext, ExecutionRecord, PlantSession, Scheduler, Task, fetch, reactor_task
+from .running import active_plant
+from .steps import runner, tasks as step_tasks
 from .warehouse import Warehouse, gc
 from .warehouse.gc import GCResult
 
@@ -95,6 +97,8 @@ class Plant:
         self._running: set[int] = set()  # threads inside run_reactor of this plant
         self.codeScope = CodeScope.of(userPackages, libraryPackages)
         self.reactors: dict[str, Callable] = {}
+        self._step_tasks: dict[str, Task] = {}  # step calls of run(): producers for reactors too
+        self._entered: list = []  # active_plant tokens of `with` blocks
         self._automatic = False   # reactors come from the registry (no add_reactors call)
         self._run_lock = threading.Lock()  # one run_reactor at a time per plant
         self.config = ConfigBase()
@@ -113,9 +117,14 @@ class Plant:
         _reactor.clear_registries()
 
     def __enter__(self) -> "Plant":
+        """``with Plant(dir) as plant:``: step results computed with ``.result()`` and
+        pipelines called directly run on this plant; the plant shuts down at the end."""
+        self._entered.append(active_plant.set(self))
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        if self._entered:
+            active_plant.reset(self._entered.pop())
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -198,13 +207,8 @@ class Plant:
         PyPlantError
             for a missing ingredient, a cycle, two producers of one name, ...
         """
-        thread = threading.get_ident()
-        if thread in self._running:
-            raise ReentrantRunError(
-                f"run_reactor('{_reactor.reactor_name(reactorToRun)}') was called while this plant is "
-                f"running reactors in the same thread (a reactor calling run_reactor on its own plant?); "
-                f"receive the ingredient with 'yield pipe.receive(...)' instead",
-                reactor=_reactor.reactor_name(reactorToRun))
+        self._check_not_running(f"run_reactor('{_reactor.reactor_name(reactorToRun)}')",
+                                _reactor.reactor_name(reactorToRun))
         with self._run_lock:  # other threads wait: one run_reactor at a time per plant
             self._refresh_reactors()
             name = _reactor.reactor_name(reactorToRun)
@@ -215,18 +219,85 @@ class Plant:
             if name not in self.reactors:
                 raise UnknownReactorError(f"no reactor '{name}' was added to the plant (known: "
                                           f"{', '.join(sorted(self.reactors)) or 'none'})", reactor=name)
-            self._session.decisions = {}
-            self._running.add(thread)
-            try:
-                tasks = [reactor_task(func) for func in self.reactors.values()]
-                Scheduler(self._engine_context(), self._session, tasks).run(name)
-            except BaseException:
-                self._after_run(failed=True)
-                raise
-            else:
-                self._after_run(failed=False)
-            finally:
-                self._running.discard(thread)
+            self._schedule(lambda scheduler: scheduler.run(name))
+
+    def _schedule(self, work: Callable[[Scheduler], None], steps: list[Task] = ()) -> None:
+        """One scheduling session over every task of the plant: its reactors, the step calls
+        of its ``run`` calls (those of ``steps`` replacing earlier ones of the same name).
+        Call it holding ``_run_lock``."""
+        thread = threading.get_ident()
+        self._session.decisions = {}
+        self._running.add(thread)
+        try:
+            self._step_tasks.update((t.name, t) for t in steps)
+            step_tasks.check_names(list(self._step_tasks.values()), lambda: list(self.reactors))
+            tasks = [reactor_task(func) for func in self.reactors.values()]
+            tasks += self._step_tasks.values()
+            work(Scheduler(self._engine_context(), self._session, tasks))
+        except BaseException:
+            self._after_run(failed=True)
+            raise
+        else:
+            self._after_run(failed=False)
+        finally:
+            self._running.discard(thread)
+
+    def _check_not_running(self, what: str, reactor: str | None) -> None:
+        if threading.get_ident() in self._running:
+            raise ReentrantRunError(
+                f"{what} was called while this plant is running reactors in the same thread (a "
+                f"reactor or step calling it on its own plant?); receive the ingredient with "
+                f"'yield pipe.receive(...)' or pass the result to a step instead", reactor=reactor)
+
+    # --- steps ---
+
+    @_open_only
+    def run(self, targets: Any, *args: Any, **kwargs: Any) -> Any:
+        """Compute step results, or run a ``@pipeline`` controller, re-running only what is
+        stale (the rules of reactors: code, arguments, input contents, early cutoff).
+
+        Parameters
+        ----------
+        targets : StepResult, structure of StepResults, or @pipeline function
+            Results (alone, or anywhere in lists, tuples and dicts) are replaced by their
+            values in a structure of the same shape. A pipeline controller is called with
+            ``*args, **kwargs`` (ClearML's ``PipelineDecorator.pipeline``): inside it,
+            ``result.result()`` computes a branch now; what it returns is computed, and so is
+            every step it called whose result nothing used.
+
+        Returns
+        -------
+        The values, in the structure of ``targets`` (or of what the controller returned).
+
+        Raises
+        ------
+        StepUsageError
+            for arguments given with results, a step named like a reactor of this plant, a
+            step output that does not split by ``returns=``.
+        StepCommandError
+            when a program run as a step exits with an error.
+        Exception
+            whatever a step raised, with its original type; every step that finished before it
+            stays cached.
+        """
+        token = active_plant.set(self)
+        try:
+            if runner.is_pipeline(targets):
+                return runner.run_pipeline(targets, args, kwargs, self._compute)
+            if args or kwargs:
+                raise StepUsageError("plant.run(results) takes no further arguments; arguments go "
+                                     "to a @pipeline controller: plant.run(controller, *args)")
+            return self._compute(targets, [])
+        finally:
+            active_plant.reset(token)
+
+    def _compute(self, targets: Any, extra: list) -> Any:
+        def run_tasks(tasks: list[Task], names: list[str]) -> None:
+            self._check_not_running("plant.run", None)
+            with self._run_lock:
+                self._refresh_reactors()
+                self._schedule(lambda scheduler: scheduler.bring_up_to_date(names), tasks)
+        return runner.compute(targets, extra, run_tasks, self.fetch_ingredient)
 
     def _after_run(self, failed: bool) -> None:
         """Release what an interrupt may have left held (no I/O, cannot fail on a full disk),

@@ -23,7 +23,7 @@ def fetch(warehouse: Warehouse, session: PlantSession, name: str) -> Any:
     version = session.last_run.get(name)
     if version is None:
         producer = warehouse.metadata.producer(name)
-        version = warehouse.latest_version(producer, name) if producer else None
+        version = warehouse.metadata.latest_version(producer, name) if producer else None
         if version is None:
             raise IngredientNotFoundError(f"ingredient '{name}' is not in the warehouse",
                                           reactor=producer, ingredient=name)

@@ -233,7 +233,7 @@ class Scheduler:
         return verify.Facts(code=self._code_map(node), sub_hash=self._subreactor_hash, param=param,
                             auxiliary=params.is_auxiliary, env=os.environ,
                             file_digest=self.ctx.file_hashes.digest, listing=tracking.listing_hash,
-                            input_hash=input_hash)
+                            input_hash=input_hash, kind=node.task.kind)
 
     def _why_stale(self, node: Node, facts: verify.Facts) -> str:
         """Every difference against the closest of the task's recent traces."""

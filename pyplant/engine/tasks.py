@@ -50,6 +50,8 @@ class Task:
     code : callable, optional
         ``code() -> {label: hash}``: its code map, for tasks that are not Python functions
         (a program run as a step); None: the code map of ``func``.
+    kind : str
+        What it is called in reasons and errors: "reactor" or "step".
     """
     name: str
     key: str
@@ -59,6 +61,7 @@ class Task:
     inputs: dict[str, str] | None = None
     outputs: dict[str, str] | None = None
     code: Callable[[], dict[str, str]] | None = None
+    kind: str = "reactor"
 
     @property
     def sends(self) -> tuple[str, ...] | None:

@@ -41,6 +41,8 @@ class Facts:
     listing       path -> listing hash now, None when the directory is gone
     input_hash    ingredient -> content hash now, None when nothing produces it, ``PENDING``
                   when its producer has not settled yet
+    kind          what the task is called in reasons: "reactor" (parameters are config
+                  parameters) or "step" (parameters are its arguments)
     """
     code: Mapping[str, str]
     sub_hash: Callable[[str], str | None] = lambda label: None
@@ -50,6 +52,11 @@ class Facts:
     file_digest: Callable[[str], str | None] = lambda path: None
     listing: Callable[[str], str | None] = lambda path: None
     input_hash: Callable[[str], object] = lambda name: None
+    kind: str = "reactor"
+
+    @property
+    def param_noun(self) -> str:
+        return "config parameter" if self.kind == "reactor" else "argument"
 
 
 @dataclass(frozen=True)
@@ -87,9 +94,9 @@ def code_differences(task: str, trace: Trace, facts: Facts) -> list[str]:
     for label, recorded in trace.code.items():
         now = facts.sub_hash(label) if label.startswith("sub:") else facts.code.get(label)
         if now != recorded:
-            found.append(code_change_reason(task, label, recorded, now))
+            found.append(code_change_reason(task, label, recorded, now, facts.kind))
     for label in sorted(facts.code.keys() - trace.code.keys()):
-        found.append(code_change_reason(task, label, None, facts.code[label]))
+        found.append(code_change_reason(task, label, None, facts.code[label], facts.kind))
     return found
 
 
@@ -100,9 +107,9 @@ def param_differences(trace: Trace, facts: Facts) -> list[str]:
             continue
         now = facts.param(name)
         if now is None:
-            found.append(f"config parameter '{name}' was removed")
+            found.append(f"{facts.param_noun} '{name}' was removed")
         elif now[0] != token:
-            found.append(f"config parameter '{name}' changed from {shown} to {now[1]}")
+            found.append(f"{facts.param_noun} '{name}' changed from {shown} to {now[1]}")
     return found
 
 
@@ -151,11 +158,12 @@ def summarize(reasons: list[str], limit: int = MAX_REASONS) -> str:
     return "; ".join(shown)
 
 
-def code_change_reason(task: str, label: str, before: str | None, now: str | None) -> str:
+def code_change_reason(task: str, label: str, before: str | None, now: str | None,
+                       task_kind: str = "reactor") -> str:
     """'code changed: ...' naming the function, constant or library that changed."""
     kind, _, what = label.partition(":")
     if label == "reactor":
-        return f"code changed: reactor '{task}'"
+        return f"code changed: {task_kind} '{task}'"
     if before is None:
         return f"code changed: '{task}' now depends on {what}"
     if now is None:

@@ -45,9 +45,6 @@ __all__ = ["Warehouse", "ReadOnlyWarehouse", "Version", "Trace", "HistoryRecord"
            "Stored", "Codec", "MetadataBackend", "BlobBackend", "INLINE_MAX_BYTES", "VERIFY_MAX_BYTES"]
 
 
-# Recent traces searched for the latest version of one ingredient.
-LATEST_SCAN = 64
-
 class _Codecs:
     """What both warehouses share: the codec registry, and loading through it."""
 
@@ -466,19 +463,10 @@ class ReadOnlyWarehouse(_Codecs):
         """``{ingredient: Version}`` of the latest trace of each ingredient's producer."""
         found: dict[str, Version] = {}
         for ingredient, producer in self.metadata.producers().items():
-            version = self.latest_version(producer, ingredient)
+            version = self.metadata.latest_version(producer, ingredient)
             if version is not None:
                 found[ingredient] = version
         return found
-
-    def latest_version(self, producer: str, ingredient: str) -> Version | None:
-        """The version of ``ingredient`` in the most recent trace of ``producer`` that sent
-        it (the calls of one step share traces: ``scale`` and ``scale_1``), or None."""
-        for trace in self.metadata.traces(producer, limit=LATEST_SCAN):
-            for slot, name in trace.published().items():
-                if name == ingredient:
-                    return trace.outputs[slot]
-        return None
 
     def close(self) -> None:
         """Close spec handles and the metadata view; idempotent."""

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .records import HistoryRecord, ReactorRecord, Trace
+from .records import HistoryRecord, ReactorRecord, Trace, Version
 
 __all__ = ["MetadataBackend", "BlobBackend", "StoredFile", "SCAN_TRACES", "FEW_TRACES"]
 
@@ -164,6 +164,16 @@ class MetadataBackend(abc.ABC):
     def forget_trace(self, reactor: str, trace_id: str) -> None:
         """Drop one trace (its versions turned out missing or corrupted); see ``drop_traces``."""
         self.drop_traces(reactor, {trace_id})
+
+    def latest_version(self, reactor: str, ingredient: str) -> Version | None:
+        """The version of ``ingredient`` in the most recent trace of ``reactor`` that sent it,
+        among the ``SCAN_TRACES`` most recent (the calls ``scale`` and ``scale_1`` of one step
+        share its traces), or None."""
+        for trace in self.traces(reactor, limit=SCAN_TRACES):
+            for slot, name in trace.published().items():
+                if name == ingredient:
+                    return trace.outputs[slot]
+        return None
 
     # --- reactors ---
 
