@@ -15,7 +15,8 @@ from .pipework import Pipework
 from .plant import ExecutionRecord, Plant
 from .reactor import ReactorFunc, SubreactorFunc
 from .specs import IngredientTypeSpec
-from .steps import InputPath, OutputPath, StepResult, get_step, ingredient, pipeline, step
+from .steps import (InputPath, OutputPath, StepResult, command_step, get_step, ingredient, load_component,
+                    pipeline, step)
 from .warehouse import Warehouse
 
 __version__ = "1.0.0.dev0"
@@ -23,4 +24,4 @@ __version__ = "1.0.0.dev0"
 __all__ = ["Plant", "ReactorFunc", "SubreactorFunc", "ConfigBase", "ConfigValue", "Pipework",
            "Ingredient", "IngredientTypeSpec", "Warehouse", "ExecutionRecord", "PyPlantError",
            "errors", "specs", "step", "pipeline", "get_step", "ingredient", "InputPath", "OutputPath",
-           "StepResult"]
+           "StepResult", "command_step", "load_component"]

@@ -31,7 +31,8 @@ class IdentityCache(Generic[V]):
     def put(self, obj: Any, value: V) -> V:
         key = id(obj)
         data = self._data
-        ref = weakref.ref(obj, lambda _, key=key: _drop(data, key, ref))
+        # _drop bound now: the callback may run at interpreter exit, after globals are cleared
+        ref = weakref.ref(obj, lambda _, key=key, drop=_drop: drop(data, key, ref))
         data[key] = (ref, value)
         return value
 

@@ -242,9 +242,10 @@ class StepUsageError(PyPlantError, TypeError):
     as a value (``bool``, ``len``, arithmetic: call ``.result()`` or pass it to a step),
     arguments that do not fit the step, a result computed with no plant. ``step`` names it."""
 
-    def __init__(self, msg: str, *, step: str | None = None, ingredient: str | None = None):
-        super().__init__(msg, reactor=step, ingredient=ingredient)
-        self.step = step
+    def __init__(self, msg: str, *, step: str | None = None, **kwargs: Any):
+        kwargs.setdefault("reactor", step)
+        super().__init__(msg, **kwargs)
+        self.step = self.reactor
 
     exit_code = 25
 
@@ -253,9 +254,11 @@ class StepCommandError(PyPlantError, RuntimeError):
     """A program run as a step (``command_step``, ``load_component``) exited with an error;
     ``returncode`` and ``stderr`` (its last lines) say how."""
 
-    def __init__(self, msg: str, *, step: str, returncode: int, stderr: str):
-        super().__init__(msg, reactor=step)
-        self.step = step
+    def __init__(self, msg: str, *, step: str | None = None, returncode: int | None = None,
+                 stderr: str = "", **kwargs: Any):
+        kwargs.setdefault("reactor", step)
+        super().__init__(msg, **kwargs)
+        self.step = self.reactor
         self.returncode = returncode
         self.stderr = stderr
 

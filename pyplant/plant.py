@@ -18,7 +18,7 @@ from .errors import (IngredientNotFoundError, PlantClosedError, PlantDirError, R
 from .pipework import check_name
 from .engine import EngineContext, ExecutionRecord, PlantSession, Scheduler, Task, fetch, reactor_task
 from .running import active_plant
-from .steps import runner, tasks as step_tasks
+from .steps import StepResult, graph as step_graph, runner, tasks as step_tasks
 from .warehouse import Warehouse, gc
 from .warehouse.gc import GCResult
 
@@ -98,7 +98,8 @@ class Plant:
         self.codeScope = CodeScope.of(userPackages, libraryPackages)
         self.reactors: dict[str, Callable] = {}
         self._step_tasks: dict[str, Task] = {}  # step calls of run(): producers for reactors too
-        self._entered: list = []  # active_plant tokens of `with` blocks
+        self._entered: list = []  # (active_plant, step graph) tokens of `with` blocks
+        self._calls = 0  # Plant.run calls in progress (a pipeline's .result() nests one)
         self._automatic = False   # reactors come from the registry (no add_reactors call)
         self._run_lock = threading.Lock()  # one run_reactor at a time per plant
         self.config = ConfigBase()
@@ -118,13 +119,16 @@ class Plant:
 
     def __enter__(self) -> "Plant":
         """``with Plant(dir) as plant:``: step results computed with ``.result()`` and
-        pipelines called directly run on this plant; the plant shuts down at the end."""
-        self._entered.append(active_plant.set(self))
+        pipelines called directly run on this plant, and step calls made in the block are
+        named in their order in it (``scale``, ``scale_1``); the plant shuts down at the end."""
+        self._entered.append((active_plant.set(self), step_graph.new_graph()[1]))
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._entered:
-            active_plant.reset(self._entered.pop())
+            plant_token, graph_token = self._entered.pop()
+            step_graph.end_graph(graph_token)
+            active_plant.reset(plant_token)
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -226,7 +230,8 @@ class Plant:
         of its ``run`` calls (those of ``steps`` replacing earlier ones of the same name).
         Call it holding ``_run_lock``."""
         thread = threading.get_ident()
-        self._session.decisions = {}
+        if not self._calls:
+            self._session.begin_call()
         self._running.add(thread)
         try:
             self._step_tasks.update((t.name, t) for t in steps)
@@ -281,6 +286,9 @@ class Plant:
             stays cached.
         """
         token = active_plant.set(self)
+        if not self._calls:
+            self._session.begin_call()
+        self._calls += 1  # a pipeline's .result() runs sessions inside this call
         try:
             if runner.is_pipeline(targets):
                 return runner.run_pipeline(targets, args, kwargs, self._compute)
@@ -289,6 +297,7 @@ class Plant:
                                      "to a @pipeline controller: plant.run(controller, *args)")
             return self._compute(targets, [])
         finally:
+            self._calls -= 1
             active_plant.reset(token)
 
     def _compute(self, targets: Any, extra: list) -> Any:
@@ -315,8 +324,9 @@ class Plant:
 
     @_open_only
     def force(self, *reactors: Callable | str) -> None:
-        """Run these reactors on the next ``run_reactor``, and every reactor that depends on
-        them, even when their traces verify (and even when their outputs come out equal).
+        """Run these reactors (or steps: a name such as ``scale_1``, or a step result) on the
+        next run, and every task that depends on them, even when their traces verify (and
+        even when their outputs come out equal).
 
         Raises
         ------
@@ -325,9 +335,11 @@ class Plant:
             directory (with the closest known name).
         """
         self._refresh_reactors()
-        known = set(self.reactors) | set(self.warehouse.metadata.reactor_records())
+        meta = self.warehouse.metadata
+        known = set(self.reactors) | set(self._step_tasks) | set(meta.reactor_records())
+        known |= {name for name, producer in meta.producers().items() if producer.startswith(step_tasks.KEY_PREFIX)}
         for r in reactors:
-            name = _reactor.reactor_name(r)
+            name = r.call.name if isinstance(r, StepResult) else _reactor.reactor_name(r)
             if name not in known:
                 raise UnknownReactorError(f"cannot force unknown reactor '{name}'"
                                           f"{static.did_you_mean(name, known)}", reactor=name)

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import logging
 import os
+import site
 import stat
 import sys
+import sysconfig
 import threading
 import time
 from typing import Any, Callable, Protocol
@@ -279,8 +281,36 @@ def _wrap_environ_getitem(original: Callable) -> Callable:
 
 def _note_env(key: Any, value: str | None) -> None:
     recorder = current_recorder()
-    if recorder is not None:
+    if recorder is not None and not _library_import(sys._getframe(2)):
         recorder.note_env(key, value)
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs.update(getattr(site, "getsitepackages", lambda: [])())
+    return tuple(os.path.realpath(d) + os.sep for d in dirs if d)
+
+
+_LIBRARY_DIRS = _library_dirs()
+_library_file: dict[str, bool] = {}
+
+
+def _library_import(frame: Any, depth: int = 80) -> bool:
+    """True when a variable is read while an installed library's module is being imported
+    (scikit-learn sets and reads ``KMP_DUPLICATE_LIB_OK`` at import): the library's own set-up,
+    not an input of the reactor that imported it. The innermost module body on the stack
+    decides; a user module read at import time stays an input."""
+    while frame is not None and depth > 0:
+        code = frame.f_code
+        if code.co_name == "<module>":
+            name = code.co_filename
+            found = _library_file.get(name)
+            if found is None:
+                found = _library_file[name] = os.path.realpath(name).startswith(_LIBRARY_DIRS)
+            return found
+        frame, depth = frame.f_back, depth - 1
+    return False
 
 
 def install() -> None:

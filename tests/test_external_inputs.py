@@ -288,3 +288,49 @@ with open_plant({'path': ARGS[0]}) as plant:
     out = result_of(run_script(script, tmp_path / "p", str(data)))
     assert out["started"] == ["show", "load"] and out["result"]["v"] == 10
     assert result_of(run_script(script, tmp_path / "p", str(data)))["started"] == ["show"]
+
+
+LIBRARY_SETS_ENV = '''
+import fakelib_env_setup
+
+@ReactorFunc
+def uses(pipe):
+    import fakelib_env_setup          # a library that sets a variable at import
+    value = os.environ.get("PYPLANT_USER_KNOB", "default")   # the reactor's own read
+    pipe.send("value", value + fakelib_env_setup.VALUE)
+
+@ReactorFunc
+def show(pipe):
+    RESULT["value"] = yield pipe.receive("value")
+
+plant = Plant(PLANT_DIR, libraryPackages=["fakelib_env_setup"])   # the walk does not import it
+plant.add_event_listener(Plant.EventType.reactor_started, lambda e, n, f: STARTED.append(n))
+with plant:
+    for _ in range(2):               # one process, two runs: the second finds it cached
+        STARTED.append("--")
+        plant.run_reactor(show)
+report()
+'''
+
+
+def test_a_variable_a_library_sets_while_being_imported_is_not_an_input(tmp_path):
+    """scikit-learn sets KMP_DUPLICATE_LIB_OK at import: that read is the library's set-up,
+    not an input, or every later run in the process would re-run the reactor. The reactor's
+    own reads stay inputs."""
+    lib = tmp_path / "site-packages"
+    lib.mkdir()
+    (lib / "fakelib_env_setup.py").write_text(
+        "import os\nos.environ.setdefault('PYPLANT_FAKELIB', '1')\nVALUE = os.environ['PYPLANT_FAKELIB']\n")
+    script = write_script(tmp_path / "env_lib.py", LIBRARY_SETS_ENV.replace(
+        "import fakelib_env_setup\n", "", 1))
+    # the directory counts as installed libraries for the child (as site-packages does)
+    script.write_text(script.read_text().replace(
+        "PLANT_DIR = sys.argv[1]",
+        f"PLANT_DIR = sys.argv[1]\nimport pyplant.tracking as _t\n"
+        f"_t._LIBRARY_DIRS += ({str(lib.resolve()) + os.sep!r},)\nsys.path.insert(0, {str(lib)!r})"))
+    out = result_of(run_script(script, tmp_path / "plant"))
+    assert out["started"] == ["--", "show", "uses", "--", "show"]
+    assert out["result"]["value"] == "default1"
+    out = result_of(run_script(script, tmp_path / "plant", env_extra={"PYPLANT_USER_KNOB": "x"}))
+    assert out["started"] == ["--", "show", "uses", "--", "show"]  # its own read is an input
+    assert out["result"]["value"] == "x1"

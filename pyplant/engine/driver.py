@@ -160,8 +160,8 @@ def step(run: ReactorRun, value: Any, logger: Any) -> Any:
     except StopIteration:
         return FINISHED
     except BaseException as exc:
-        exc.add_note(f"(raised in reactor '{run.name}')")
-        logger.error("reactor '%s' raised %s: %s", run.name, type(exc).__name__, exc)
+        exc.add_note(f"(raised in {run.task.kind} '{run.name}')")
+        logger.error("%s '%s' raised %s: %s", run.task.kind, run.name, type(exc).__name__, exc)
         raise
     finally:
         run.elapsed += time.perf_counter() - began

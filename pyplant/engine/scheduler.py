@@ -184,7 +184,7 @@ class Scheduler:
                     return Need(state)
                 upstream = self.state.available.get(ingredient, (None, None))[1]
                 if upstream is not None and upstream.forced:
-                    return self._run_forced(node, f"forced: upstream reactor '{upstream.name}' was forced")
+                    return self._run_forced(node, f"forced: upstream {upstream.task.kind} '{upstream.name}' was forced")
                 if state != content_hash:
                     break
                 node.input_index += 1
@@ -233,7 +233,8 @@ class Scheduler:
         return verify.Facts(code=self._code_map(node), sub_hash=self._subreactor_hash, param=param,
                             auxiliary=params.is_auxiliary, env=os.environ,
                             file_digest=self.ctx.file_hashes.digest, listing=tracking.listing_hash,
-                            input_hash=input_hash, kind=node.task.kind)
+                            input_hash=input_hash, kind=node.task.kind,
+                            slots=None if node.task.inputs is None else tuple(node.task.inputs))
 
     def _why_stale(self, node: Node, facts: verify.Facts) -> str:
         """Every difference against the closest of the task's recent traces."""
@@ -282,7 +283,7 @@ class Scheduler:
         for slot, version in trace.outputs.items():
             self.state.available[node.task.output_ingredient(slot)] = (version, node)
         self.session.record(node.name, ran=False, started=time.time(), duration=0.0, reason=None)
-        self.ctx.logger.debug("reactor '%s' is up to date (trace %s)", node.name, trace.trace_id[:8])
+        self.ctx.logger.debug("%s '%s' is up to date (trace %s)", node.task.kind, node.name, trace.trace_id[:8])
 
     # --- running ---
 
@@ -291,7 +292,7 @@ class Scheduler:
         config = self.ctx.config if node.task.params is None else None
         node.run = driver.ReactorRun(self, node.task, config, self.ctx.recorder())
         node.run.node = node
-        self.ctx.logger.info("running reactor '%s': %s", node.name, reason)
+        self.ctx.logger.info("running %s '%s': %s", node.task.kind, node.name, reason)
 
     def _advance_run(self, node: Node) -> Need | None:
         run = node.run
@@ -341,7 +342,8 @@ class Scheduler:
         try:
             value = self.ctx.warehouse.load(version)
         except CorruptVersionError as exc:
-            self.ctx.logger.warning("%s; re-running reactor '%s' to recompute it", exc, producer.name)
+            self.ctx.logger.warning("%s; re-running %s '%s' to recompute it", exc, producer.task.kind,
+                                    producer.name)
             self.ctx.warehouse.discard(version)
             self._invalidate(producer)
             return Need(producer)
@@ -381,7 +383,7 @@ class Scheduler:
         except PyPlantError:
             raise
         except Exception as exc:
-            exc.add_note(f"(while reactor '{run.name}' sent ingredient '{name}')")
+            exc.add_note(f"(while {run.task.kind} '{run.name}' sent ingredient '{name}')")
             raise
         run.outputs[name] = stored
         self.state.available[name] = (stored.version, run.node)
@@ -403,7 +405,7 @@ class Scheduler:
             raise WarehouseError(f"reactor '{run.name}' cannot allocate ingredient '{name}': {exc}",
                                  reactor=run.name, ingredient=name) from exc
         except Exception as exc:
-            exc.add_note(f"(while reactor '{run.name}' allocated ingredient '{name}')")
+            exc.add_note(f"(while {run.task.kind} '{run.name}' allocated ingredient '{name}')")
             raise
         if temp:
             run.temps.append((key, storage))
@@ -427,7 +429,7 @@ class Scheduler:
         self._free(run, run.temps)
         node.status, node.trace, node.run = Status.RAN, trace, None
         self.session.forced.discard(node.name)
-        self.ctx.logger.info("reactor '%s' finished in %.3f s", node.name, run.elapsed)
+        self.ctx.logger.info("%s '%s' finished in %.3f s", node.task.kind, node.name, run.elapsed)
         self.emit("reactor_finished", node.name)
 
     def _trace_of(self, node: Node, run: driver.ReactorRun) -> Trace:
@@ -435,15 +437,18 @@ class Scheduler:
         code = dict(self._code_map(node))
         code.update({f"sub:{n}": self.ctx.own_hash(f) for n, f in run.subreactors.items()})
         files, dirs, env = run.external.finish(self.ctx.file_hashes) if run.external else ({}, {}, {})
-        trace_id = hashing.combine("trace", [("reactor", node.task.key)]
+        task = node.task
+        if task.inputs is None:
+            inputs = {task.input_slot(name): digest for name, digest in run.inputs.items()}
+        else:  # every slot, also two slots that receive one ingredient
+            inputs = {slot: run.inputs[name] for slot, name in task.inputs.items() if name in run.inputs}
+        trace_id = hashing.combine("trace", [("reactor", task.key)]
                                    + [("code",) + kv for kv in code.items()]
                                    + [("config", p, t) for p, (t, _) in run.config_reads.items()]
-                                   + [("input", node.task.input_slot(k), v) for k, v in run.inputs.items()]
+                                   + [("input",) + kv for kv in inputs.items()]
                                    + [("file",) + kv for kv in files.items()]
                                    + [("dir",) + kv for kv in dirs.items()]
                                    + [("env", k, repr(v)) for k, v in env.items()])
-        task = node.task
-        inputs = {task.input_slot(name): digest for name, digest in run.inputs.items()}
         outputs = {task.output_slot(name): stored.version for name, stored in run.outputs.items()}
         names = {slot: name for slot, name in ((task.output_slot(n), n) for n in run.outputs) if slot != name}
         return Trace(task.key, trace_id, code, dict(run.config_reads), inputs, outputs,

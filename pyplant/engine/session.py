@@ -115,6 +115,11 @@ class PlantSession:
     forced: set[str] = field(default_factory=set)
     decisions: dict[str, str] = field(default_factory=dict)
     history: dict[str, ExecutionRecord] = field(default_factory=dict)
+    call_started: float = 0.0  # Unix time the user's call began (one pipeline: several sessions)
+
+    def begin_call(self) -> None:
+        """A new ``run_reactor`` or ``Plant.run``: decisions start empty."""
+        self.call_started, self.decisions = time.time(), {}
 
     def record(self, name: str, ran: bool, started: float, duration: float, reason: str | None) -> dict:
         """Note one task of this run in the history; returns the record stored in the metadata.
@@ -122,8 +127,10 @@ class PlantSession:
         ``started`` is a Unix time, ``duration`` seconds inside the body.
         """
         record = ExecutionRecord(name, started, duration, time.time(), ran, reason if ran else "up to date")
-        self.history[name] = record
-        self.decisions[name] = record.reason
+        earlier = self.history.get(name)
+        if ran or earlier is None or not earlier.wasRun or earlier.startTime < self.call_started:
+            self.history[name] = record  # a task that ran earlier in this call stays 'ran'
+            self.decisions[name] = record.reason
         return {"reactor": name, "started": started, "duration": duration, "ran": ran,
                 "reason": record.reason}
 

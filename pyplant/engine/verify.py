@@ -19,7 +19,7 @@ so the scheduler passes its caches and a unit test passes dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Collection, Iterable, Mapping
 
 from .. import hashing, tracking
 from ..warehouse import Trace
@@ -41,6 +41,7 @@ class Facts:
     listing       path -> listing hash now, None when the directory is gone
     input_hash    ingredient -> content hash now, None when nothing produces it, ``PENDING``
                   when its producer has not settled yet
+    slots         the input slots of a task whose inputs are fixed in advance, else None
     kind          what the task is called in reasons: "reactor" (parameters are config
                   parameters) or "step" (parameters are its arguments)
     """
@@ -53,6 +54,7 @@ class Facts:
     listing: Callable[[str], str | None] = lambda path: None
     input_hash: Callable[[str], object] = lambda name: None
     kind: str = "reactor"
+    slots: Collection[str] | None = None
 
     @property
     def param_noun(self) -> str:
@@ -84,9 +86,20 @@ def verify(task: str, trace: Trace, facts: Facts) -> Verdict:
 
 
 def static_differences(task: str, trace: Trace, facts: Facts) -> list[str]:
-    """Differences that need no producer to settle: code, parameters, external inputs."""
+    """Differences that need no producer to settle: code, parameters, input slots, external
+    inputs."""
     return (code_differences(task, trace, facts) + param_differences(trace, facts)
-            + external_differences(trace, facts))
+            + slot_differences(trace, facts) + external_differences(trace, facts))
+
+
+def slot_differences(trace: Trace, facts: Facts) -> list[str]:
+    """For a task whose inputs are fixed in advance (a step call): the trace must have
+    received exactly the slots the task receives now (a result added to a list argument)."""
+    if facts.slots is None or set(trace.inputs) == set(facts.slots):
+        return []
+    added, gone = sorted(set(facts.slots) - set(trace.inputs)), sorted(set(trace.inputs) - set(facts.slots))
+    return [f"inputs changed: now receives {', '.join(added) or 'nothing new'}"
+            + (f", no longer {', '.join(gone)}" if gone else "")]
 
 
 def code_differences(task: str, trace: Trace, facts: Facts) -> list[str]:
@@ -164,6 +177,8 @@ def code_change_reason(task: str, label: str, before: str | None, now: str | Non
     kind, _, what = label.partition(":")
     if label == "reactor":
         return f"code changed: {task_kind} '{task}'"
+    if label == "command":  # a program run as a step
+        return f"command line changed: {task_kind} '{task}'"
     if before is None:
         return f"code changed: '{task}' now depends on {what}"
     if now is None:

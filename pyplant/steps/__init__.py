@@ -15,8 +15,10 @@ Steps sit above the engine and below the plant: a step call is an ``engine.Task`
 reactor, so it shares the scheduler, the traces, the warehouse, history, ``explain()``,
 ``force()`` and GC.
 """
+from .commands import command_step, load_component
 from .decorators import get_step, ingredient, pipeline, step
 from .paths import InputPath, OutputPath
 from .results import StepResult
 
-__all__ = ["step", "pipeline", "get_step", "ingredient", "InputPath", "OutputPath", "StepResult"]
+__all__ = ["step", "pipeline", "get_step", "ingredient", "InputPath", "OutputPath", "StepResult",
+           "command_step", "load_component"]

@@ -64,10 +64,29 @@ def _define(func: Callable, name: str | None, version: str | None, returns: Any)
     if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
         raise StepUsageError(f"step '{label}': returns= must be distinct non-empty names, got "
                              f"{returns!r}", step=label)
-    signature = inspect.signature(func)
+    signature = _signature(func)
     inputs = {p: a for p, a in _annotations(signature).items() if isinstance(a, InputPath)}
     outputs = {p: a for p, a in _annotations(signature).items() if isinstance(a, OutputPath)}
     return StepDefinition(func, label, version, names, signature, inputs, outputs)
+
+
+def _signature(func: Callable) -> inspect.Signature:
+    """The signature with annotations evaluated (``from __future__ import annotations`` makes
+    ``x: InputPath()`` a string); an annotation that does not evaluate stays a string."""
+    try:
+        return inspect.signature(func, eval_str=True)
+    except Exception:  # a forward reference somewhere: evaluate the annotations one by one
+        signature = inspect.signature(func)
+        scope = getattr(inspect.unwrap(func), "__globals__", {})
+        params = []
+        for param in signature.parameters.values():
+            if isinstance(param.annotation, str):
+                try:
+                    param = param.replace(annotation=eval(param.annotation, scope))  # noqa: S307
+                except Exception:
+                    pass
+            params.append(param)
+        return signature.replace(parameters=params)
 
 
 def _annotations(signature: inspect.Signature) -> dict[str, Any]:

@@ -126,7 +126,11 @@ class StepGraph:
 
 
 def _base_name(definition: StepDefinition) -> str:
-    return definition.name.replace("<locals>.", "").replace(".", "_")
+    """The display name: ``name=`` when given, else the function's ``__name__`` (a method or a
+    function defined inside another keys its traces by ``__qualname__`` but shows its name)."""
+    if definition.name != getattr(definition.func, "__qualname__", None):
+        return definition.name
+    return getattr(definition.func, "__name__", definition.name)
 
 
 def _suffixed(name: str, n: int) -> str:

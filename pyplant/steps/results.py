@@ -52,18 +52,29 @@ class StepResult:
 
     def __getitem__(self, key: Any) -> "StepResult":
         """``r[0]``, ``r["name"]``: an output named by ``returns=``, or an item of the value."""
-        names = self.call.definition.returns
+        names = self._returns()
+        if self.slot == RETURN_SLOT and not self.selector and isinstance(key, str) \
+                and key in self.call.outputs and key != RETURN_SLOT:
+            return StepResult(self.call, key)  # a named or file output
         if names and self.slot == RETURN_SLOT and not self.selector:
             if isinstance(key, int) and -len(names) <= key < len(names):
                 return StepResult(self.call, names[key])
-            if isinstance(key, str) and key in names:
-                return StepResult(self.call, key)
             raise StepUsageError(f"step '{self.call.name}' returns {list(names)}; {key!r} is not "
                                  f"one of them", step=self.call.name)
         return StepResult(self.call, self.slot, self.selector + (key,))
 
+    def _returns(self) -> tuple[str, ...]:
+        definition = self.call.definition
+        return definition.returns if definition is not None else ()
+
+    @property
+    def outputs(self) -> dict[str, "StepResult"]:
+        """``{name: StepResult}`` of a step's named and file outputs (Kubeflow's
+        ``task.outputs``)."""
+        return {name: StepResult(self.call, name) for name in self.call.outputs if name != RETURN_SLOT}
+
     def __iter__(self) -> Iterator["StepResult"]:
-        names = self.call.definition.returns
+        names = self._returns()
         if not names or self.slot != RETURN_SLOT or self.selector:
             raise self._misuse("unpacked or iterated", "declare @step(returns=(...)) to unpack it")
         return iter([StepResult(self.call, name) for name in names])

@@ -30,6 +30,7 @@ from ..engine import Task
 from ..errors import StepUsageError
 from ..ingredient import Ingredient
 from ..pipework import ReceiveRequest
+from .commands import CommandDefinition, code_map, command_body
 from .graph import StepCall
 from .paths import output_name
 from .results import RETURN_SLOT, StepResult, results_in, select, substitute
@@ -68,6 +69,12 @@ def step_task(call: StepCall) -> Task:
             return f"<input {slot}{''.join(f'[{k!r}]' for k in result.selector)}>"
         return substitute(value, mark)
 
+    if isinstance(definition, CommandDefinition):  # its code is its command line
+        for value in call.arguments.values():
+            place("command", value)
+        return Task(call.name, KEY_PREFIX + definition.name, definition.func,
+                    start=lambda run: command_body(run, call), params=StepParams({}), inputs=inputs,
+                    outputs=dict(call.outputs), code=lambda: code_map(definition), kind="step")
     # a result passed whole is an input, not a parameter; one indexed (r[0]) or inside a list
     # or dict stands as '<input slot[key]>' in its parameter's token
     params = StepParams({})
