@@ -171,3 +171,21 @@ def test_a_new_process_finds_both_calls_after_gc(tmp_path):
     with Plant(tmp_path / "p") as plant:
         assert plant.fetch_ingredient("plain").tolist() == [0, 1, 2]
         assert plant.fetch_ingredient("plain_1").tolist() == [3, 4, 5]
+
+
+def test_a_reactor_run_after_steps_receives_their_outputs(tmp_path):
+    @step
+    def base(n):
+        return n + 1
+
+    @ReactorFunc
+    def doubled(pipe):
+        x = yield pipe.receive("base")
+        pipe.send("doubled", x * 2)
+
+    with Plant(tmp_path / "p") as plant:
+        plant.add_reactors(doubled)
+        assert plant.run(base(3)) == 4
+        plant.run_reactor(doubled)
+        assert plant.fetch_ingredient("doubled") == 8
+        assert plant.explain() == {"doubled": "target of run_reactor", "base": "up to date"}
