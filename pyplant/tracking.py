@@ -304,6 +304,9 @@ def _library_import(frame: Any, depth: int = 80) -> bool:
     while frame is not None and depth > 0:
         code = frame.f_code
         if code.co_name == "<module>":
+            caller = frame.f_back
+            if caller is None or not caller.f_code.co_filename.startswith("<frozen importlib"):
+                return False  # a script or `python -m` body: not an import
             name = code.co_filename
             found = _library_file.get(name)
             if found is None:

@@ -59,6 +59,14 @@ class _Codecs:
         self.ingredientSpecs: dict[str, IngredientTypeSpec] = {}
         self.register_ingredient_specs([HdfArraySpec(), ScipySparseSpec()])
 
+    def _close_codecs(self) -> None:
+        """Close every codec's handles (open HDF files); a failing one is logged, not raised."""
+        for codec in list(self.codecs):
+            try:
+                codec.close()
+            except Exception as exc:
+                self.logger.warning("spec %s failed to close: %s", codec.key, exc)
+
     def register_ingredient_specs(self, specs: Iterable[IngredientTypeSpec]) -> None:
         """Register spec instances (or classes, instantiated without arguments); a spec
         replaces the spec or codec registered under its name. Any time.
@@ -400,11 +408,7 @@ class Warehouse(_Codecs):
         when called again after an interrupt landed inside it."""
         self._closed = True
         try:
-            for codec in list(self.codecs):
-                try:
-                    codec.close()
-                except Exception as exc:
-                    self.logger.warning("spec %s failed to close: %s", codec.key, exc)
+            self._close_codecs()
         finally:
             try:
                 self.lease.release()
@@ -471,11 +475,7 @@ class ReadOnlyWarehouse(_Codecs):
     def close(self) -> None:
         """Close spec handles and the metadata view; idempotent."""
         try:
-            for codec in list(self.codecs):
-                try:
-                    codec.close()
-                except Exception as exc:
-                    self.logger.warning("spec %s failed to close: %s", codec.key, exc)
+            self._close_codecs()
         finally:
             self.metadata.close()
 

@@ -24,12 +24,11 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 import uuid
 from typing import Iterable
 
-from .locks import SafeLock
+from .locks import ThreadFiles
 from .records import LeaseRecord, RecordError
 
 logger = logging.getLogger(__name__)
@@ -46,21 +45,10 @@ class _Gate:
 
     def __init__(self, path: str):
         self.path = path
-        self._local = threading.local()
-        self._fds: list[int] = []
-        self._fds_lock = SafeLock()
-
-    def _fd(self) -> int:
-        fd = getattr(self._local, "fd", None)
-        if fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            with self._fds_lock:
-                self._fds.append(fd)
-            self._local.fd = fd
-        return fd
+        self._files = ThreadFiles(path)
 
     def lock(self, mode: int) -> None:
-        fd = self._fd()
+        fd = self._files.fd()
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -68,18 +56,12 @@ class _Gate:
             fcntl.flock(fd, mode)
 
     def unlock(self) -> None:
-        fd = getattr(self._local, "fd", None)
+        fd = self._files.opened()
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        with self._fds_lock:
-            fds, self._fds = self._fds, []
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._files.close()
 
 
 class _Section:

@@ -31,7 +31,7 @@ from typing import Any
 
 import lmdb
 
-from .locks import SafeLock
+from .locks import SafeLock, ThreadFiles
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +57,11 @@ class Shared:
         self.readonly = readonly
         self.users = 0
         self._local = threading.local()
-        self._fds: list[int] = []
-        self._fds_lock = SafeLock()
+        self._lock_files = ThreadFiles(os.path.join(path, "write.lock"))
 
     def thread_fd(self) -> int:
         """This thread's descriptor of ``write.lock`` (opened on first use)."""
-        fd = getattr(self._local, "fd", None)
-        if fd is None:
-            fd = os.open(os.path.join(self.path, "write.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-            with self._fds_lock:
-                self._fds.append(fd)
-            self._local.fd = fd
-        return fd
+        return self._lock_files.fd()
 
     @property
     def open_txn(self) -> lmdb.Transaction | None:
@@ -85,7 +78,7 @@ class Shared:
         txn, self.open_txn = self.open_txn, None
         if txn is not None:
             txn.abort()
-        fd = getattr(self._local, "fd", None)
+        fd = self._lock_files.opened()
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -103,13 +96,7 @@ class Shared:
         self.env.close()
         if not self.readonly:
             _write_clean_stamp(self.path)
-        with self._fds_lock:
-            fds, self._fds = self._fds, []
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._lock_files.close()
 
 
 _envs: dict[str, Shared] = {}

@@ -9,6 +9,7 @@ reentrant and releases *everything this thread holds* on exit, with a second att
 """
 from __future__ import annotations
 
+import os
 import threading
 
 
@@ -32,3 +33,38 @@ class SafeLock:
         """Release every acquisition of the calling thread (none: nothing happens)."""
         while self._lock._is_owned():
             self._lock.release()
+
+
+class ThreadFiles:
+    """One descriptor of a lock file per thread (``flock`` locks belong to an open file, so
+    threads that must exclude each other each need their own), all closed by ``close``."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        self._fds: list[int] = []
+        self._fds_lock = SafeLock()
+
+    def fd(self) -> int:
+        """This thread's descriptor of ``path`` (opened, and created, on first use)."""
+        fd = getattr(self._local, "fd", None)
+        if fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            with self._fds_lock:
+                self._fds.append(fd)
+            self._local.fd = fd
+        return fd
+
+    def opened(self) -> int | None:
+        """This thread's descriptor if it opened one, else None."""
+        return getattr(self._local, "fd", None)
+
+    def close(self) -> None:
+        """Close every thread's descriptor (their locks go with them)."""
+        with self._fds_lock:
+            fds, self._fds = self._fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
