@@ -189,3 +189,28 @@ def test_a_reactor_run_after_steps_receives_their_outputs(tmp_path):
         plant.run_reactor(doubled)
         assert plant.fetch_ingredient("doubled") == 8
         assert plant.explain() == {"doubled": "target of run_reactor", "base": "up to date"}
+
+
+def test_a_redefined_step_keeps_its_call_names_and_runs_its_new_code(tmp_path, monkeypatch):
+    """A notebook cell run again redefines a step: the same call keeps its name (and its
+    ingredient's name) and the new code runs."""
+    import importlib
+    import sys
+    module = tmp_path / "cell_steps.py"
+    module.write_text("from pyplant import step\n\n@step\ndef bump(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cell_steps
+    plant = Plant(tmp_path / "p")
+    try:
+        first = cell_steps.bump(1)
+        assert plant.run(first) == 2
+        module.write_text("from pyplant import step\n\n@step\ndef bump(x):\n    return x + 100\n")
+        importlib.reload(cell_steps)
+        again = cell_steps.bump(1)
+        assert again.call.name == first.call.name
+        assert plant.run(again) == 101
+        assert plant.fetch_ingredient(again.ingredient) == 101
+        assert plant.explain(again.call.name).startswith("code changed")
+    finally:
+        plant.shutdown()
+        sys.modules.pop("cell_steps", None)

@@ -99,21 +99,28 @@ class StepGraph:
         self.made: list[StepCall] = []           # every call, in call order
 
     def add(self, definition: StepDefinition, arguments: dict[str, Any]) -> StepCall:
-        identity = (id(definition), _identity(arguments))
-        existing = self.calls.get(identity) if identity[1] is not None else None
-        if existing is not None and existing.definition is definition:
+        """The call of ``definition`` with ``arguments``: the existing one when the same call
+        was made before in this graph; a call of a redefined step (a notebook cell run again)
+        with the same arguments takes the earlier call's name, so ingredient names stay put."""
+        args = _identity(arguments)
+        identity = (definition.name, getattr(definition.func, "__module__", None), args)
+        existing = self.calls.get(identity) if args is not None else None
+        if existing is not None and existing.definition is definition \
+                and _same_results(existing.arguments, arguments):
             return existing
-        base = _base_name(definition)
-        n = self.counts.get(base, 0)
-        self.counts[base] = n + 1
-        call = StepCall(definition, arguments, name=base if n == 0 else f"{base}_{n}")
-        call.outputs = {slot: (call.name if slot == RETURN_SLOT else _suffixed(slot, n))
-                        for slot in definition.output_slots}
-        if identity[1] is not None:
+        if existing is not None:
+            call = StepCall(definition, arguments, name=existing.name, outputs=dict(existing.outputs))
+        else:
+            base = _base_name(definition)
+            n = self.counts.get(base, 0)
+            self.counts[base] = n + 1
+            call = StepCall(definition, arguments, name=base if n == 0 else f"{base}_{n}")
+            call.outputs = {slot: (call.name if slot == RETURN_SLOT else _suffixed(slot, n))
+                            for slot in definition.output_slots}
+        if args is not None:
             self.calls[identity] = call
         self.made.append(call)
         return call
-
 
     def reference(self, ingredient: str) -> StepCall:
         """A call standing for an ingredient some reactor sends (``ingredient('name')``)."""
@@ -138,16 +145,21 @@ def _suffixed(name: str, n: int) -> str:
 
 
 def _identity(arguments: dict[str, Any]) -> Any:
-    """A hashable identity of the arguments (StepResults by object), None when unhashable:
-    such calls are never merged."""
+    """A hashable identity of the arguments, results by the name of their call (unique in a
+    graph), None when a value has no stable token: such calls are never merged."""
     from ..tokens import stable_token
     from .results import substitute
     try:
         refs: list[StepResult] = []
         marked = substitute(arguments, lambda r: refs.append(r) or f"<result {len(refs) - 1}>")
-        return stable_token(marked), tuple((id(r.call), r.slot, r.selector) for r in refs)
+        return stable_token(marked), tuple((r.call.name, r.slot, r.selector) for r in refs)
     except Exception:  # a value with no stable token: a call of its own
         return None
+
+
+def _same_results(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when the results among two argument sets come from the same call objects."""
+    return all(a.call is b.call for a, b in zip(results_in(list(old.values())), results_in(list(new.values()))))
 
 
 _graph: contextvars.ContextVar[StepGraph] = contextvars.ContextVar("pyplant_step_graph")
