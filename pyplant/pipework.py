@@ -6,13 +6,24 @@ calls into requests to the scheduler and the warehouse; the bookkeeping lives in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import AllocationError, IngredientNameError, IngredientNameTypeError
 from .ingredient import type_key
 
-if TYPE_CHECKING:
-    from .engine.driver import ReactorRun
+
+
+class Run(Protocol):
+    """What a pipework needs of the run it serves (the engine's ``ReactorRun`` is one); a
+    protocol, so that this layer does not import the engine above it."""
+    name: str
+    config: Any
+
+    def on_receive(self, request: "ReceiveRequest") -> None: ...
+    def send(self, name: str, value: Any, key: str | None) -> None: ...
+    def allocate(self, name: str, key: str | None, temp: bool, **kwargs: Any) -> Any: ...
+    def track_file(self, path: Any) -> None: ...
+    def read_config(self, param: str, register: bool) -> Any: ...
 
 
 # LMDB's maximum key size: an ingredient name is a key of the metadata.
@@ -72,7 +83,7 @@ class Pipework:
     the producer of ``x`` runs) and ``pipe.send('y', value)``.
     """
 
-    def __init__(self, run: "ReactorRun"):
+    def __init__(self, run: Run):
         self._run = run
 
     @property

@@ -6,12 +6,10 @@ wires the graph, ``plant.run(result)`` or ``result.result()`` computes it. Using
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from ..errors import StepUsageError
 
-if TYPE_CHECKING:
-    from .graph import StepCall
 
 RETURN_SLOT = "return"
 
@@ -32,7 +30,7 @@ class StepResult:
 
     __slots__ = ("call", "slot", "selector")
 
-    def __init__(self, call: "StepCall", slot: str = RETURN_SLOT, selector: tuple = ()):
+    def __init__(self, call: Any, slot: str = RETURN_SLOT, selector: tuple = ()):  # a graph.StepCall
         self.call = call
         self.slot = slot
         self.selector = selector
