@@ -214,3 +214,9 @@ def test_a_redefined_step_keeps_its_call_names_and_runs_its_new_code(tmp_path, m
     finally:
         plant.shutdown()
         sys.modules.pop("cell_steps", None)
+
+
+def test_a_reactor_ingredient_alone_is_not_a_target(tmp_path):
+    from pyplant import ingredient
+    with Plant(tmp_path / "p") as plant, pytest.raises(StepUsageError, match=r"ingredient\('x'\) stands for"):
+        plant.run(ingredient("x"))

@@ -41,9 +41,15 @@ def compute(targets: Any, extra: list[StepCall], run_tasks: Callable[[list[Task]
     Raises
     ------
     StepUsageError
-        for a target that names no step output.
+        for a target that is a reactor's ingredient (``ingredient('x')``), not a step output.
     """
     results = results_in(targets)
+    for result in results:
+        if result.call.definition is None:  # ingredient('x'): nothing here knows its producer
+            raise StepUsageError(f"ingredient('{result.ingredient}') stands for a reactor's "
+                                 f"ingredient as a step argument and cannot be computed alone; "
+                                 f"pass it to a step, or use run_reactor and fetch_ingredient",
+                                 ingredient=result.ingredient)
     calls = upstream_calls(results + [StepResult(c) for c in extra])
     tasks = [step_task(c) for c in calls if c.definition is not None]
     wanted = {id(r.call) for r in results} | {id(c) for c in extra}
