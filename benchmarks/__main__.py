@@ -13,10 +13,10 @@ import tempfile
 import time
 
 from benchmarks import _harness as h
-from benchmarks import array, chain, config, fanout, hdf, shapes
+from benchmarks import array, chain, config, fanout, hdf, shapes, steps
 
-WORKLOADS = {'chain': chain, 'shapes': shapes, 'fanout': fanout, 'config': config, 'array': array,
-             'hdf': hdf}
+WORKLOADS = {'chain': chain, 'shapes': shapes, 'steps': steps, 'fanout': fanout, 'config': config,
+             'array': array, 'hdf': hdf}
 
 
 def main(argv=None):

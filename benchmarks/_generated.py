@@ -1,11 +1,12 @@
 """Worker: import a generated module of reactors (or joblib-cached functions) and run it once.
 
 Generated pyplant modules define REACTORS (the last one is the target that run_reactor runs);
-generated joblib modules define run(memory, config) and a call counter CALLS = [0].
+generated step modules a @pipeline PIPELINE; generated joblib modules define run(memory, config)
+and a call counter CALLS = [0].
 Run as `python -m benchmarks._generated '<json args>'`; reports, in seconds:
   seconds   plant creation + add_reactors + run_reactor + shutdown (joblib: Memory + all calls)
   import_s  importing the generated module (and with it pyplant / joblib)
-  ran       reactors executed (reactor_started events), or joblib functions actually called
+  ran       reactors or steps executed (reactor_started events), or joblib functions called
 """
 import importlib
 import sys
@@ -32,6 +33,11 @@ def run(kind, module_dir, module, store_dir, config=None, phase=None):
     if kind == 'joblib':
         mod.run(Memory(store_dir, verbose=0), config or {})
         ran = mod.CALLS[0]
+    elif kind == 'steps':
+        names = []
+        with open_plant(store_dir, names) as plant:
+            plant.run(mod.PIPELINE)
+        ran = len(names)
     else:
         names = []
         with open_plant(store_dir, names) as plant:
