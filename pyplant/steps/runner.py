@@ -53,8 +53,8 @@ def compute(targets: Any, extra: list[StepCall], run_tasks: Callable[[list[Task]
     calls = upstream_calls(results + [StepResult(c) for c in extra])
     tasks = [step_task(c) for c in calls if c.definition is not None]
     wanted = {id(r.call) for r in results} | {id(c) for c in extra}
-    names = [c.name for c in calls if c.definition is not None
-             and (id(c) in wanted or any(c in other.depends_on for other in calls))]
+    wanted.update(id(dep) for call in calls for dep in call.depends_on)  # settled before their dependents
+    names = [c.name for c in calls if c.definition is not None and id(c) in wanted]
     run_tasks(tasks, names)
     return substitute(targets, lambda r: select(r, fetch(r.ingredient)))
 
