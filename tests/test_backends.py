@@ -160,6 +160,17 @@ def test_candidates_with_different_parameter_sets(backend):
     assert set(found) == {"a1", "q"}
 
 
+def test_candidates_come_with_the_first_candidate_read_in_the_same_call(backend):
+    assert backend.candidate_traces_first("r", key_of_for("c1", {"p": 1})) == ([], None, None)
+    for i in range(FEW_TRACES + 2):
+        backend.commit_trace(trace("r", f"t{i}", {"p": i}), history("r"))
+    for key_of in (key_of_for("c1", {"p": 2}), lambda params: None):
+        found, latest, first = backend.candidate_traces_first("r", key_of)
+        assert (found, latest) == backend.candidate_traces("r", key_of)
+        assert first == backend.trace("r", found[0])
+    assert backend.candidate_traces_first("r", key_of_for("c2", {"p": 1}))[2] is None  # no candidate
+
+
 # --- forgetting ----------------------------------------------------------------------------------
 
 def test_dropped_traces_are_gone_everywhere(backend):

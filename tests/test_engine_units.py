@@ -73,6 +73,29 @@ class TestVerify:
         assert verify.verify("train", recorded, facts(sub_hash={}.get)).differences == (
             "code changed: m.norm is gone",)
 
+    def test_static_holds_agrees_with_static_differences(self):
+        sub = {"reactor": "h1", "fn:m.helper": "h2", "sub:m.norm": "s1"}
+        cases = [(trace(), facts()), (trace(config={}), facts(params={})),
+                 (trace(config={}), facts(code={"reactor": "h1"})),
+                 (trace(config={}), facts(code={"reactor": "h1", "fn:m.helper": "h2", "x:y": "z"})),
+                 (trace(config={}), facts(params={}, code={"reactor": "h1", "fn:m.helper": "CHANGED"})),
+                 (trace(), facts(params={"C": ("tokC2", "1.0")})),
+                 (trace(), facts(auxiliary=lambda name: True, params={})),
+                 (trace(config={}, code=sub), facts(code=sub, sub_hash={"sub:m.norm": "s1"}.get)),
+                 (trace(config={}, code=sub), facts(code=sub, sub_hash={}.get)),
+                 (trace(config={}, code=sub), facts(sub_hash={"sub:m.norm": "s1"}.get)),
+                 (trace(config={}, env={"N": "1"}), facts(env={"N": "2"})),
+                 (trace(config={}, files={"/a": "fa"}), facts(file_digest=lambda p: "fa")),
+                 (trace(config={}, dirs={"/d": "la"}), facts(listing=lambda p: None))]
+        for recorded, now in cases:
+            built = []
+            holds = verify.static_holds("train", recorded, now.code, lambda: built.append(1) or now)
+            assert holds == (not verify.static_differences("train", recorded, now)), (recorded, now)
+        plain = trace(config={}, code={"reactor": "h1"})
+        built = []
+        assert verify.static_holds("train", plain, {"reactor": "h1"}, lambda: built.append(1) or facts())
+        assert not built  # nothing but an equal code map recorded: no facts needed
+
     def test_closest_trace_has_the_fewest_differences(self):
         far = trace(trace_id="far", config={"C": ("x", "9")}, inputs={"data": "zz"})
         near = trace(trace_id="near", config={"C": ("x", "9")})

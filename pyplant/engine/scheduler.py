@@ -141,15 +141,15 @@ class Scheduler:
 
     def _push(self, node: Node) -> None:
         node.status = Status.CHECKING
-        node.trace_ids = self._candidate_traces(node)
+        node.trace_ids, node.latest_trace, node.checking = self._candidate_traces(node)
         node.trace_index = node.input_index = 0
-        node.checking = None
         self.state.stack.append(node)
 
-    def _candidate_traces(self, node: Node) -> list[str]:
+    def _candidate_traces(self, node: Node) -> tuple[list[str], str | None, Trace | None]:
         """Ids of the traces whose code and parameters equal the current ones, most recently
         used first, through the trace index (one lookup per set of parameters the task has
-        read): a return to any stored config costs no scan of older traces."""
+        read): a return to any stored config costs no scan of older traces. With them, the id
+        of the task's latest trace and the first candidate, read in the same transaction."""
         params = self._params(node)
 
         def key_of(names: tuple[str, ...]) -> str | None:
@@ -158,13 +158,11 @@ class Scheduler:
             tokens = {p: self._token(node, p, params.peek(p)) for p in names}
             return trace_index_key(self._code_digest(node), tokens)
 
-        found, node.latest_trace = self.meta.candidate_traces(node.task.key, key_of)
-        return found
+        return self.meta.candidate_traces_first(node.task.key, key_of)
 
     def _advance_check(self, node: Node) -> Need | None:
         if node.name in self.session.forced:
             return self._run_forced(node, "forced")
-        facts = self._facts(node)
         while node.trace_index < len(node.trace_ids):
             trace = node.checking
             if trace is None or trace.trace_id != node.trace_ids[node.trace_index]:
@@ -172,7 +170,8 @@ class Scheduler:
                 if trace is None:  # unreadable: skip it
                     self._next_trace(node, None)
                     continue
-            if node.input_index == 0 and verify.static_differences(node.name, trace, facts):
+            if node.input_index == 0 and not verify.static_holds(node.name, trace, self._code_map(node),
+                                                                 lambda: self._facts(node)):
                 self._next_trace(node, None)  # explained by _why_stale if nothing matches
                 continue
             inputs = list(trace.inputs.items())
@@ -192,7 +191,7 @@ class Scheduler:
                 self._settle_cached(node, trace)
                 return None
             self._next_trace(node, verify.input_change(ingredient, state))
-        self._start_running(node, node.reason or self._why_stale(node, facts))
+        self._start_running(node, node.reason or self._why_stale(node, self._facts(node)))
         return self._advance_run(node)
 
     def _run_forced(self, node: Node, reason: str) -> Need | None:
@@ -217,7 +216,14 @@ class Scheduler:
         return next((p for p in found if p.status is Status.NEW), None)
 
     def _facts(self, node: Node) -> verify.Facts:
-        """What is true now for ``node``, computed lazily and cached for the session."""
+        """What is true now for ``node``, computed lazily and cached for the session; built
+        once per node (its functions read the session's state when called)."""
+        facts = node.facts
+        if facts is None:
+            facts = node.facts = self._new_facts(node)
+        return facts
+
+    def _new_facts(self, node: Node) -> verify.Facts:
         params = self._params(node)
 
         def param(name: str) -> tuple[str, str] | None:

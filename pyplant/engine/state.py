@@ -15,6 +15,7 @@ from .tasks import Task
 
 if TYPE_CHECKING:
     from .driver import ReactorRun
+    from .verify import Facts
 
 
 class Status(enum.Enum):
@@ -42,10 +43,11 @@ class Node:
     forced: bool = False             # ran because forced, itself or upstream
     wanted_by: str | None = None     # "producer of 'x' for reactor 'r'" when started by discovery
     run: "ReactorRun | None" = None  # its execution, while RUNNING
+    facts: "Facts | None" = None     # what is true now for it (scheduler._facts), once built
+    name: str = field(init=False)    # its task's name (read on every step of the loop)
 
-    @property
-    def name(self) -> str:
-        return self.task.name
+    def __post_init__(self) -> None:
+        self.name = self.task.name
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,18 @@ def slot_differences(trace: Trace, facts: Facts) -> list[str]:
             + (f", no longer {', '.join(gone)}" if gone else "")]
 
 
+def static_holds(task: str, trace: Trace, code: Mapping[str, str], facts: Callable[[], Facts]) -> bool:
+    """``not static_differences(task, trace, facts())``, for the check every task makes on a
+    warm run: a trace that recorded nothing but a code map equal to ``code`` (the task's code
+    map now) holds unless one of its subreactors changed, and ``facts`` is called (built) only
+    when a subreactor is among its labels or it recorded more (parameters, external inputs)."""
+    recorded = trace.code
+    if trace.config or trace.env or trace.files or trace.dirs or recorded != code:
+        return not static_differences(task, trace, facts())
+    subs = [label for label in recorded if label.startswith("sub:")]
+    return not subs or not code_differences(task, trace, facts())
+
+
 def code_differences(task: str, trace: Trace, facts: Facts) -> list[str]:
     found = []
     for label, recorded in trace.code.items():

@@ -118,6 +118,20 @@ class MetadataBackend(abc.ABC):
             reactor has none).
         """
 
+    def candidate_traces_first(self, reactor: str, key_of: Callable[[tuple[str, ...]], str | None]
+                               ) -> tuple[list[str], str | None, Trace | None]:
+        """``candidate_traces`` and the first candidate's ``trace``, read together (a backend
+        may read both in one transaction: every warm check starts with them).
+
+        Returns
+        -------
+        (list of str, str or None, Trace or None)
+            What ``candidate_traces`` returns, and the trace of the first candidate id (None
+            without candidates, or when its record is missing or damaged).
+        """
+        found, latest = self.candidate_traces(reactor, key_of)
+        return found, latest, (self.trace(reactor, found[0]) if found else None)
+
     @abc.abstractmethod
     def commit_trace(self, trace: Trace, history: HistoryRecord | dict) -> None:
         """Record a finished reactor, atomically: its trace (made the latest and indexed), the

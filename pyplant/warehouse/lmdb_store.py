@@ -246,18 +246,28 @@ class LmdbMetadata(MetadataBackend):
     @_translated
     def candidate_traces(self, reactor: str, key_of: Callable) -> tuple[list[str], str | None]:
         with self.env.begin(buffers=True) as txn:
-            rec = self._read(txn, b"reactors", reactor)
-            if rec is None:
-                return [], None
-            latest = rec.traces[0] if rec.traces else None
-            if rec.shapes is None or len(rec.traces) <= FEW_TRACES:
-                return rec.traces[:SCAN_TRACES], latest  # few: checking them is cheaper
-            found: list[str] = []
-            for params in rec.shapes:
-                key = key_of(tuple(params))
-                if key is None:  # check the recent traces one by one
-                    return rec.traces[:SCAN_TRACES], latest
-                found.extend(self._read(txn, b"traceindex", f"{reactor}\0{key}") or [])
+            return self._candidates(txn, reactor, key_of)
+
+    @_translated
+    def candidate_traces_first(self, reactor: str, key_of: Callable) -> tuple[list[str], str | None, Trace | None]:
+        with self.env.begin(buffers=True) as txn:  # one read transaction for both
+            found, latest = self._candidates(txn, reactor, key_of)
+            first = self._read(txn, b"traces", _trace_key(reactor, found[0])) if found else None
+        return found, latest, first
+
+    def _candidates(self, txn: lmdb.Transaction, reactor: str, key_of: Callable) -> tuple[list[str], str | None]:
+        rec = self._read(txn, b"reactors", reactor)
+        if rec is None:
+            return [], None
+        latest = rec.traces[0] if rec.traces else None
+        if rec.shapes is None or len(rec.traces) <= FEW_TRACES:
+            return rec.traces[:SCAN_TRACES], latest  # few: checking them is cheaper
+        found: list[str] = []
+        for params in rec.shapes:
+            key = key_of(tuple(params))
+            if key is None:  # check the recent traces one by one
+                return rec.traces[:SCAN_TRACES], latest
+            found.extend(self._read(txn, b"traceindex", f"{reactor}\0{key}") or [])
         used = rec.used
         return sorted(set(found), key=lambda t: -used.get(t, 0.0)), latest
 
