@@ -17,40 +17,52 @@ V = TypeVar("V")
 
 
 class IdentityCache(Generic[V]):
-    """{object (by identity, weakly): value}; the object must support weak references."""
+    """{object (by identity, weakly): value}; the object must support weak references.
+
+    An entry is one weak reference that carries its key and value (``_Entry``), dropped by one
+    callback shared by the cache: a cache of every code object of a long chain adds one
+    object per entry for the cyclic collector to scan, not a closure and its cells.
+    """
 
     def __init__(self) -> None:
-        self._data: dict[int, tuple[weakref.ref, V]] = {}
+        data: dict[int, _Entry] = {}
+        self._data = data
+
+        def drop(entry: _Entry) -> None:  # the object died (its id may be reused: check)
+            if data.get(entry.key) is entry:
+                del data[entry.key]
+        self._drop = drop
 
     def get(self, obj: Any) -> V | None:
         entry = self._data.get(id(obj))
-        if entry is not None and entry[0]() is obj:
-            return entry[1]
+        if entry is not None and entry() is obj:
+            return entry.value
         return None
 
     def put(self, obj: Any, value: V) -> V:
         key = id(obj)
-        data = self._data
-        # _drop bound now: the callback may run at interpreter exit, after globals are cleared
-        ref = weakref.ref(obj, lambda _, key=key, drop=_drop: drop(data, key, ref))
-        data[key] = (ref, value)
+        self._data[key] = _Entry(obj, self._drop, key, value)
         return value
 
     def __len__(self) -> int:
         return len(self._data)
 
     def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-    def clear(self) -> None:
         self._data.clear()
 
 
-def _drop(data: dict, key: int, ref: weakref.ref) -> None:
-    entry = data.get(key)
-    if entry is not None and entry[0] is ref:
-        del data[key]
+class _Entry(weakref.ref):
+    """A weak reference to a cached object, with the object's id and its cached value."""
+    __slots__ = ("key", "value")
+
+    def __new__(cls, obj: Any, callback: Any, key: int, value: Any) -> "_Entry":
+        self = super().__new__(cls, obj, callback)
+        self.key = key
+        self.value = value
+        return self
+
+    def __init__(self, obj: Any, callback: Any, key: int, value: Any) -> None:
+        super().__init__(obj, callback)
 
 
 class BoundedCache(Generic[V]):

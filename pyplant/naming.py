@@ -13,10 +13,8 @@ import sys
 import types
 from typing import Any, Callable
 
-from .caches import IdentityCache
 
 _file_labels: dict[str, str] = {}
-_code_labels: IdentityCache[tuple[dict, str]] = IdentityCache()  # {code: (globals, label)}
 
 
 def module_label(name: str | None, namespace: dict | None = None) -> str:
@@ -59,14 +57,8 @@ def _importable_name(path: str) -> str | None:
 def function_label(func: Callable) -> str:
     """``module.qualname`` of the code of ``func``, from its globals and code object: never the
     ``__module__``/``__qualname__`` that ``functools.wraps`` copies from what it wraps."""
-    code = func.__code__
     namespace = func.__globals__
-    cached = _code_labels.get(code)
-    if cached is not None and cached[0] is namespace:
-        return cached[1]
-    label = f"{module_label(namespace.get('__name__'), namespace)}.{code.co_qualname}"
-    _code_labels.put(code, (namespace, label))
-    return label
+    return f"{module_label(namespace.get('__name__'), namespace)}.{func.__code__.co_qualname}"
 
 
 def class_label(cls: type) -> str:
