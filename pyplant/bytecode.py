@@ -141,23 +141,18 @@ def _key_in(raw: list) -> Any:
     return ANY_KEY if kind == "any" else tuple(raw[1]) if kind == "tuple" else raw[1]
 
 
-_names_cache: IdentityCache[tuple[frozenset, bool]] = IdentityCache()
-
-
 def names(code: types.CodeType) -> tuple[frozenset, bool]:
     """A first look, without decoding: every name of ``code`` and its nested code
-    (``co_names``: globals and attributes together) and whether it imports anything."""
-    cached = _names_cache.get(code)
-    if cached is not None:
-        return cached
+    (``co_names``: globals and attributes together) and whether it imports anything. Not
+    cached: it costs less than a cache entry (a warm process looks once per function)."""
     found = set(code.co_names)
-    imports = bytes([_IMPORT_NAME]) in code.co_code[::2]
+    imports = _IMPORT_NAME_BYTE in code.co_code[::2]
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             nested, nested_imports = names(const)
             found |= nested
             imports = imports or nested_imports
-    return _names_cache.put(code, (frozenset(found), imports))
+    return frozenset(found), imports
 
 
 # --- reading instructions --------------------------------------------------------------------
@@ -233,6 +228,7 @@ def _instructions(code: types.CodeType) -> Iterator[tuple[int, str, int, Any, in
 
 _EXTENDED_ARG = _OP["EXTENDED_ARG"]
 _IMPORT_NAME = _OP["IMPORT_NAME"]
+_IMPORT_NAME_BYTE = bytes([_IMPORT_NAME])
 _CACHE = _OP.get("CACHE", -1)
 _LOAD_GLOBAL = _OP["LOAD_GLOBAL"]
 _LOAD_CONST = _OP["LOAD_CONST"]

@@ -40,8 +40,10 @@ class IdentityCache(Generic[V]):
         return None
 
     def put(self, obj: Any, value: V) -> V:
-        key = id(obj)
-        self._data[key] = _Entry(obj, self._drop, key, value)
+        entry = _Entry(obj, self._drop)
+        entry.key = key = id(obj)
+        entry.value = value
+        self._data[key] = entry
         return value
 
     def __len__(self) -> int:
@@ -52,17 +54,9 @@ class IdentityCache(Generic[V]):
 
 
 class _Entry(weakref.ref):
-    """A weak reference to a cached object, with the object's id and its cached value."""
+    """A weak reference to a cached object, with the object's id and its cached value (set
+    after creation: a subclass without ``__init__`` of its own is made as fast as a plain one)."""
     __slots__ = ("key", "value")
-
-    def __new__(cls, obj: Any, callback: Any, key: int, value: Any) -> "_Entry":
-        self = super().__new__(cls, obj, callback)
-        self.key = key
-        self.value = value
-        return self
-
-    def __init__(self, obj: Any, callback: Any, key: int, value: Any) -> None:
-        super().__init__(obj, callback)
 
 
 class BoundedCache(Generic[V]):
