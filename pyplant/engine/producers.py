@@ -84,6 +84,14 @@ def candidates(state: SessionState, ingredient: str, meta: Any) -> list[Node]:
     return found
 
 
+def first_new_candidate(state: SessionState, ingredient: str, meta: Any) -> Node | None:
+    """The first of ``candidates`` not yet settled nor started (NEW), without listing them."""
+    recorded = recorded_producer(state, ingredient, meta)
+    if recorded is not None and recorded.status is Status.NEW:
+        return recorded
+    return next((p for p in state.senders.get(ingredient, ()) if p.status is Status.NEW), None)
+
+
 def recorded_producer(state: SessionState, ingredient: str, meta: Any) -> Node | None:
     if state.producers is None:  # read once per session: {ingredient: producer}
         state.producers = meta.producers()

@@ -212,8 +212,7 @@ class Scheduler:
         entry = self.state.available.get(ingredient)
         if entry is not None:
             return entry[0].content_hash
-        found = producers.candidates(self.state, ingredient, self.meta)
-        return next((p for p in found if p.status is Status.NEW), None)
+        return producers.first_new_candidate(self.state, ingredient, self.meta)
 
     def _facts(self, node: Node) -> verify.Facts:
         """What is true now for ``node``, computed lazily and cached for the session; built

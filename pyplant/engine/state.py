@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from ..static import StaticIO
 from ..warehouse import Trace, Version
@@ -28,12 +28,12 @@ class Status(enum.Enum):
     CACHED = "cached"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """One task within a session: where its verification or its run stands."""
     task: Task
     status: Status = Status.NEW
-    trace_ids: list[str] = field(default_factory=list)  # candidates, most recently used first
+    trace_ids: Sequence[str] = ()    # candidates, most recently used first
     checking: Trace | None = None    # the candidate being verified (trace_ids[trace_index])
     trace_index: int = 0
     input_index: int = 0             # inputs of `checking` verified so far
@@ -50,10 +50,10 @@ class Node:
         self.name = self.task.name
 
 
-@dataclass(frozen=True)
-class Need:
+class Need(NamedTuple):
     """The node on top of the stack waits for ``producer``: to settle (pushed), to run now
-    instead of finishing its check (``restart``), or to resume, moved to the top (``resume``)."""
+    instead of finishing its check (``restart``), or to resume, moved to the top (``resume``).
+    A named tuple: one is made for every input a warm check waits for."""
     producer: Node
     restart: bool = False
     resume: bool = False
