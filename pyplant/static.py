@@ -20,8 +20,7 @@ import difflib
 import functools
 import json
 import types
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from . import bytecode, hashing
 from .caches import BoundedCache
@@ -30,10 +29,9 @@ _SENDS = ("send", "allocate")
 _RECEIVES = ("receive",)
 
 
-@dataclass(frozen=True)
-class StaticIO:
+class StaticIO(NamedTuple):
     """Names found in source: ``sends`` and ``receives`` (literals), and whether some send's
-    name is not a literal (``dynamic``)."""
+    name is not a literal (``dynamic``). A named tuple: a warm run makes one per task."""
     sends: frozenset[str] = frozenset()
     receives: frozenset[str] = frozenset()
     dynamic: bool = False
