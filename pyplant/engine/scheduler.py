@@ -24,6 +24,7 @@ left) and the static checks run (``producers.read_sources``, ``check_producers``
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -84,8 +85,12 @@ class Scheduler:
         else:
             self._push(target)
         try:
-            while state.stack:
-                need = self._advance(state.stack[-1])
+            stack = state.stack
+            while stack:
+                node = stack[-1]
+                status = node.status
+                need = self._advance_check(node) if status is Status.CHECKING else \
+                    self._advance_run(node) if status is Status.RUNNING else None
                 if need is None:
                     state.stack.pop()
                 elif need.restart or need.resume:
@@ -115,13 +120,6 @@ class Scheduler:
         """Keep in memory what this run used, and a bounded set of the rest: a notebook that
         tries 100 configs must not hold 100 versions of every ingredient."""
         self.session.values.keep(self.state.touched)
-
-    def _advance(self, node: Node) -> Need | None:
-        if node.status is Status.CHECKING:
-            return self._advance_check(node)
-        if node.status is Status.RUNNING:
-            return self._advance_run(node)
-        return None
 
     def _abort(self) -> None:
         """After an exception: close every unfinished body, free what it allocated and every
@@ -175,15 +173,22 @@ class Scheduler:
                 self._next_trace(node, None)  # explained by _why_stale if nothing matches
                 continue
             inputs = list(trace.inputs.items())
+            task, available = node.task, self.state.available
             while node.input_index < len(inputs):
                 slot, content_hash = inputs[node.input_index]
-                ingredient = node.task.input_ingredient(slot)
-                state = self._input_state(ingredient)
-                if isinstance(state, Node):
-                    return Need(state)
-                upstream = self.state.available.get(ingredient, (None, None))[1]
-                if upstream is not None and upstream.forced:
-                    return self._run_forced(node, f"forced: upstream {upstream.task.kind} '{upstream.name}' was forced")
+                ingredient = slot if task.inputs is None else task.input_ingredient(slot)
+                entry = available.get(ingredient)
+                if entry is None:  # its producer settles first, or nothing produces it now
+                    producer = producers.first_new_candidate(self.state, ingredient, self.meta)
+                    if producer is not None:
+                        return Need(producer)
+                    state = None
+                else:
+                    upstream = entry[1]
+                    if upstream is not None and upstream.forced:
+                        return self._run_forced(
+                            node, f"forced: upstream {upstream.task.kind} '{upstream.name}' was forced")
+                    state = entry[0].content_hash
                 if state != content_hash:
                     break
                 node.input_index += 1
@@ -206,13 +211,6 @@ class Scheduler:
             node.reason = reason
         node.trace_index += 1
         node.input_index = 0
-
-    def _input_state(self, ingredient: str) -> str | Node | None:
-        """Content hash of a settled ingredient, the producer to settle first, or None."""
-        entry = self.state.available.get(ingredient)
-        if entry is not None:
-            return entry[0].content_hash
-        return producers.first_new_candidate(self.state, ingredient, self.meta)
 
     def _facts(self, node: Node) -> verify.Facts:
         """What is true now for ``node``, computed lazily and cached for the session; built
@@ -285,10 +283,13 @@ class Scheduler:
         node.status, node.trace = Status.CACHED, trace
         if trace.trace_id != node.latest_trace:  # an older trace matched again: make it the latest
             self.meta.promote_trace(node.task.key, trace)
+        available, task = self.state.available, node.task
         for slot, version in trace.outputs.items():
-            self.state.available[node.task.output_ingredient(slot)] = (version, node)
+            available[slot if task.outputs is None else task.output_ingredient(slot)] = (version, node)
         self.session.record(node.name, ran=False, started=time.time(), duration=0.0, reason=None)
-        self.ctx.logger.debug("%s '%s' is up to date (trace %s)", node.task.kind, node.name, trace.trace_id[:8])
+        logger = self.ctx.logger
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s '%s' is up to date (trace %s)", node.task.kind, node.name, trace.trace_id[:8])
 
     # --- running ---
 
