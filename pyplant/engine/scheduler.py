@@ -429,7 +429,7 @@ class Scheduler:
         trace = self._trace_of(node, run)
         history = self.session.record(node.name, ran=True, started=run.started, duration=run.elapsed,
                                       reason=node.reason)
-        self.meta.commit_trace(trace, history)  # WarehouseError when the disk refuses
+        self.meta.commit_trace(trace, self.session.stored(history))  # WarehouseError when the disk refuses
         if self.state.producers is not None:
             self.state.producers.update(dict.fromkeys(trace.published().values(), node.task.key))
         self._free(run, run.temps)

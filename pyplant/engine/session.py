@@ -121,8 +121,9 @@ class PlantSession:
         """A new ``run_reactor`` or ``Plant.run``: decisions start empty."""
         self.call_started, self.decisions = time.time(), {}
 
-    def record(self, name: str, ran: bool, started: float, duration: float, reason: str | None) -> dict:
-        """Note one task of this run in the history; returns the record stored in the metadata.
+    def record(self, name: str, ran: bool, started: float, duration: float, reason: str | None) -> ExecutionRecord:
+        """Note one task of this run in the history and return it (``stored`` gives what the
+        metadata keeps of a run).
 
         ``started`` is a Unix time, ``duration`` seconds inside the body.
         """
@@ -131,8 +132,13 @@ class PlantSession:
         if ran or earlier is None or not earlier.wasRun or earlier.startTime < self.call_started:
             self.history[name] = record  # a task that ran earlier in this call stays 'ran'
             self.decisions[name] = record.reason
-        return {"reactor": name, "started": started, "duration": duration, "ran": ran,
-                "reason": record.reason}
+        return record
+
+    @staticmethod
+    def stored(record: ExecutionRecord) -> dict:
+        """The history record the metadata keeps of ``record``."""
+        return {"reactor": record.reactorName, "started": record.startTime, "duration": record.totalRuntime,
+                "ran": record.wasRun, "reason": record.reason}
 
     def held(self) -> list[str]:
         """Locations of the versions this plant uses (GC must keep them): what the last run used

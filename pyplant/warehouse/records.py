@@ -30,6 +30,7 @@ class RecordError(ValueError):
 _REQUIRED = object()
 _NONE = type(None)
 _NUMBER = (int, float)
+_STR = {str}
 
 # (field, accepted types, default): _REQUIRED for a required field; a type (dict, list) as the
 # default makes a fresh one per record.
@@ -276,7 +277,7 @@ class ReactorRecord:
     def from_record(cls, rec: Any) -> "ReactorRecord":
         """The record stored as ``rec``; raises ``RecordError`` for a record of the wrong shape."""
         record = _build(cls, rec, "reactor", _REACTOR)
-        if not all(type(t) is str for t in record.traces):
+        if not set(map(type, record.traces)) <= _STR:
             raise RecordError("reactor record: a trace id that is not a str")
         return record
 
