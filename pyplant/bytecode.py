@@ -487,7 +487,7 @@ class _Analysis:
     def _swap(self, arg: int, argval: Any) -> None:
         if len(self.stack) >= arg:
             self.stack[-1], self.stack[-arg] = self.stack[-arg], self.stack[-1]
-        else:
+        elif self.stack:  # the slot swapped in lies below what is known
             self.stack[-1] = _UNKNOWN
 
     def _precall(self, arg: int, argval: Any) -> None:

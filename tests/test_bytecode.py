@@ -118,6 +118,23 @@ def test_comprehension_and_exception_handler_mutations():
     assert mutated(f) == {g("RESULTS"), g("X")}
 
 
+def test_a_return_inside_try_inside_a_loop_is_analysed():
+    """Its handler swaps with a slot below what the analysis knows (the stack it tracks was
+    emptied at the handler): that slot is unknown, and the analysis goes on."""
+    def f(root, func):
+        if root[0] == "free":
+            for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+                if name == root[1]:
+                    try:
+                        return cell.cell_contents
+                    except ValueError:
+                        return X
+            return Y
+        return None
+
+    assert {"X", "Y"} <= bytecode.facts(f.__code__).globals
+
+
 def test_globals_and_attributes_are_told_apart():
     def f(model, config):
         import json as j
