@@ -22,14 +22,13 @@ would drop a real dependency).
 """
 from __future__ import annotations
 
-import dis
 import json
-import sys
 import types
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from . import hashing
+from . import instructions as ins
 from .caches import IdentityCache
 
 # Method names that change a builtin or library container in place.
@@ -146,108 +145,13 @@ def names(code: types.CodeType) -> tuple[frozenset, bool]:
     (``co_names``: globals and attributes together) and whether it imports anything. Not
     cached: it costs less than a cache entry (a warm process looks once per function)."""
     found = set(code.co_names)
-    imports = _IMPORT_NAME_BYTE in code.co_code[::2]
+    imports = ins.IMPORT_NAME_BYTE in code.co_code[::2]
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             nested, nested_imports = names(const)
             found |= nested
             imports = imports or nested_imports
     return frozenset(found), imports
-
-
-# --- reading instructions --------------------------------------------------------------------
-
-_OP = dis.opmap
-_JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
-_BACKWARD = frozenset(_OP[n] for n in _OP if "BACKWARD" in n)
-_UNCONDITIONAL = frozenset(_OP[n] for n in ("RETURN_VALUE", "RAISE_VARARGS", "RERAISE", "JUMP_FORWARD",
-                                            "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT",
-                                            "RETURN_CONST", "JUMP", "JUMP_NO_INTERRUPT") if n in _OP)
-_NAME_OPS = frozenset(_OP[n] for n in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR", "IMPORT_NAME",
-                                       "IMPORT_FROM", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME",
-                                       "STORE_NAME", "DELETE_NAME") if n in _OP)
-_LOCAL_OPS = frozenset(_OP[n] for n in ("LOAD_FAST", "STORE_FAST", "DELETE_FAST") if n in _OP)
-_CELL_OPS = frozenset(_OP[n] for n in ("LOAD_DEREF", "STORE_DEREF", "DELETE_DEREF", "LOAD_CLOSURE",
-                                       "LOAD_CLASSDEREF", "MAKE_CELL") if n in _OP)
-_FAST_DECODER = sys.version_info[:2] == (3, 11)
-
-
-def _instructions(code: types.CodeType) -> Iterator[tuple[int, str, int, Any, int | None]]:
-    """``(offset, opname, arg, argval, jump target)`` of each instruction; the offset of an
-    instruction with ``EXTENDED_ARG`` prefixes is that of its first prefix, where jumps land.
-
-    On Python 3.11 the bytes are decoded directly (``dis.get_instructions`` costs ~45 µs for
-    a three-line function, which a warm run of thousands of reactors cannot afford); on other
-    versions ``dis`` does it.
-    """
-    if not _FAST_DECODER:
-        prefix = None
-        for ins in dis.get_instructions(code):
-            if ins.opname == "EXTENDED_ARG":
-                prefix = ins.offset if prefix is None else prefix
-                continue
-            offset, prefix = (ins.offset if prefix is None else prefix), None
-            target = ins.argval if ins.opcode in _JUMPS else None
-            yield offset, ins.opname, ins.arg or 0, ins.argval, target
-        return
-    raw = code.co_code
-    cells = None
-    ext = 0
-    start = 0  # where the instruction begins, with its EXTENDED_ARG prefixes: jumps land there
-    for offset in range(0, len(raw), 2):
-        op, arg = raw[offset], raw[offset + 1] | ext
-        if op == _EXTENDED_ARG:
-            if not ext:
-                start = offset
-            ext = arg << 8
-            continue
-        if not ext:
-            start = offset
-        ext = 0
-        if op == _CACHE:
-            continue
-        argval: Any = None
-        target = None
-        if op == _LOAD_GLOBAL:
-            argval = code.co_names[arg >> 1]
-        elif op in _NAME_OPS:
-            argval = code.co_names[arg]
-        elif op in _LOCAL_OPS:
-            argval = code.co_varnames[arg]
-        elif op in _CELL_OPS:
-            if cells is None:
-                cells = code.co_varnames + tuple(c for c in code.co_cellvars if c not in code.co_varnames) \
-                    + code.co_freevars
-            argval = cells[arg]
-        elif op == _LOAD_CONST:
-            argval = code.co_consts[arg]
-        elif op in _JUMPS:
-            target = offset + 2 + (-arg if op in _BACKWARD else arg) * 2
-        yield start, dis.opname[op], arg, argval, target
-
-
-_EXTENDED_ARG = _OP["EXTENDED_ARG"]
-_IMPORT_NAME = _OP["IMPORT_NAME"]
-_IMPORT_NAME_BYTE = bytes([_IMPORT_NAME])
-_CACHE = _OP.get("CACHE", -1)
-_LOAD_GLOBAL = _OP["LOAD_GLOBAL"]
-_LOAD_CONST = _OP["LOAD_CONST"]
-
-# Instructions that pop some values and push this many new (unknown) ones; how many they pop
-# follows from dis.stack_effect. Every other instruction makes the whole stack unknown.
-_PUSHES = {name: 1 for name in (
-    "UNARY_POSITIVE", "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "COMPARE_OP", "IS_OP",
-    "CONTAINS_OP", "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP",
-    "BUILD_STRING", "BUILD_SLICE", "LIST_TO_TUPLE", "FORMAT_VALUE", "CALL", "CALL_FUNCTION_EX",
-    "MAKE_FUNCTION", "GET_ITER", "GET_LEN", "LOAD_BUILD_CLASS", "LOAD_ASSERTION_ERROR",
-    "GET_YIELD_FROM_ITER", "YIELD_VALUE", "PUSH_NULL", "LOAD_CLOSURE", "BINARY_SLICE")}
-_PUSHES.update({name: 0 for name in (
-    "NOP", "RESUME", "POP_TOP", "RETURN_VALUE", "LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND",
-    "SET_UPDATE", "DICT_UPDATE", "DICT_MERGE", "PRINT_EXPR", "RAISE_VARARGS", "POP_EXCEPT",
-    "MAKE_CELL", "COPY_FREE_VARS", "KW_NAMES", "PRECALL", "DELETE_FAST", "DELETE_DEREF",
-    "SETUP_ANNOTATIONS", "IMPORT_STAR", "RERAISE", "STORE_NAME", "DELETE_NAME", "RETURN_CONST")})
-# Jumps whose only effect on the stack is to pop (or, for FOR_ITER, push) plain values.
-_SIMPLE_JUMPS = frozenset(n for n in dis.opmap if n.startswith(("POP_JUMP", "JUMP")) or n == "FOR_ITER")
 
 
 # --- the abstract interpretation --------------------------------------------------------------
@@ -302,7 +206,7 @@ class _Analysis:
         fixed: dict[str, Any] = {}
         if code.co_argcount and self.env is None:
             name = code.co_varnames[0]
-            if name not in _assigned_names(code):
+            if name not in ins.assigned_names(code):
                 fixed[name] = Place(("arg0",))
         return fixed
 
@@ -317,7 +221,7 @@ class _Analysis:
         return self.stack[-n] if len(self.stack) >= n else _UNKNOWN
 
     def _effect(self, opname: str, arg: int, jump: bool) -> int:
-        return _stack_effect(opname, arg, jump)
+        return ins.stack_effect(opname, arg, jump)
 
     def _wipe(self, effect: int) -> None:
         self.stack = [_UNKNOWN] * max(0, len(self.stack) + effect)
@@ -325,7 +229,7 @@ class _Analysis:
     def _interpret(self) -> None:
         pending: dict[int, list] = {}   # forward jump target -> stack arriving there
         reachable = True
-        for offset, opname, arg, argval, target in _decoded(self.code):
+        for offset, opname, arg, argval, target in ins.decoded(self.code):
             if offset in pending:
                 incoming = pending.pop(offset)
                 self.stack = _merge_stacks(self.stack, incoming) if reachable else incoming
@@ -339,12 +243,12 @@ class _Analysis:
                     pending[target] = _merge_stacks(pending[target], jumped) if target in pending else jumped
             else:
                 self._step(opname, arg, argval)
-            if opname in _UNCONDITIONAL_NAMES:
+            if opname in ins.UNCONDITIONAL_NAMES:
                 reachable = False
 
     def _jump(self, opname: str, arg: int, target: int) -> list | None:
         """Apply a jump instruction's fall-through effect; return the stack at its target."""
-        if opname not in _SIMPLE_JUMPS:
+        if opname not in ins.SIMPLE_JUMPS:
             self._wipe(self._effect(opname, arg, jump=False))
             return [_UNKNOWN] * max(0, len(self.stack))
         jumped = _apply(self.stack, self._effect(opname, arg, jump=True))
@@ -356,7 +260,7 @@ class _Analysis:
         if handler is not None:
             handler(self, arg, argval)
             return
-        pushes = _PUSHES.get(opname)
+        pushes = ins.PUSHES.get(opname)
         effect = self._effect(opname, arg, jump=False)
         if pushes is None:
             self._wipe(effect)
@@ -441,7 +345,7 @@ class _Analysis:
     def _binary_op(self, arg: int, argval: Any) -> None:
         self._pop()
         target = self._pop()
-        symbol = _nb_symbol(arg)
+        symbol = ins.nb_symbol(arg)
         if symbol in _INPLACE and isinstance(target, Place):
             self.mutations.add(Mutation(target, _INPLACE[symbol]))
         self._push(_UNKNOWN)
@@ -458,7 +362,7 @@ class _Analysis:
     def _load_name(self, arg: int, name: str) -> None:
         """A class body's own names (``items = []; items.append(1)``) are not globals."""
         self.globals.add(name)
-        self._push(_UNKNOWN if name in _assigned_names(self.code) else Place(("global", name)))
+        self._push(_UNKNOWN if name in ins.assigned_names(self.code) else Place(("global", name)))
 
     def _store_fast(self, arg: int, name: str) -> None:
         value = self._pop()
@@ -504,38 +408,7 @@ class _Analysis:
 
     @property
     def single_stores(self) -> frozenset:
-        return _single_stores(self.code)
-
-
-_UNCONDITIONAL_NAMES = frozenset(dis.opname[op] for op in _UNCONDITIONAL)
-_effects: dict[tuple[str, int, bool], int] = {}
-
-
-def _stack_effect(opname: str, arg: int, jump: bool) -> int:
-    key = (opname, arg, jump)
-    effect = _effects.get(key)
-    if effect is None:
-        op = dis.opmap[opname]
-        try:
-            effect = dis.stack_effect(op, arg if op >= dis.HAVE_ARGUMENT else None, jump=jump)
-        except ValueError:
-            effect = 0
-        _effects[key] = effect
-    return effect
-
-
-_decoded_cache: dict[int, tuple[types.CodeType, list]] = {}
-
-
-def _decoded(code: types.CodeType) -> list:
-    """The instructions of ``code``, decoded once for the passes of one analysis."""
-    cached = _decoded_cache.get(id(code))
-    if cached is not None and cached[0] is code:
-        return cached[1]
-    found = list(_instructions(code))
-    _decoded_cache.clear()  # only the code being analysed: no need to keep more
-    _decoded_cache[id(code)] = (code, found)
-    return found
+        return ins.single_stores(self.code)
 
 
 def _apply(stack: list, effect: int) -> list:
@@ -554,40 +427,6 @@ def _merge_stacks(a: list, b: list) -> list:
 
 def _is_str_tuple(value: Any) -> bool:
     return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
-
-
-def _nb_symbol(arg: int) -> str:
-    ops = getattr(dis, "_nb_ops", None)
-    return ops[arg][1] if ops is not None and 0 <= arg < len(ops) else ""
-
-
-_assigned_cache: IdentityCache[tuple[frozenset, frozenset]] = IdentityCache()
-
-
-def _assignments(code: types.CodeType) -> tuple[frozenset, frozenset]:
-    """(names assigned or deleted anywhere in ``code``, names assigned exactly once)."""
-    cached = _assigned_cache.get(code)
-    if cached is not None:
-        return cached
-    counts: dict[str, int] = {}
-    for _, opname, _, argval, _ in _decoded(code):
-        if opname in ("STORE_FAST", "STORE_DEREF"):
-            counts[argval] = counts.get(argval, 0) + 1
-        elif opname in ("DELETE_FAST", "DELETE_DEREF", "STORE_NAME", "DELETE_NAME"):
-            counts[argval] = counts.get(argval, 0) + 2
-    return _assigned_cache.put(code, (frozenset(counts), frozenset(n for n, c in counts.items() if c == 1)))
-
-
-def _assigned_names(code: types.CodeType) -> frozenset:
-    return _assignments(code)[0]
-
-
-def _single_stores(code: types.CodeType) -> frozenset:
-    """Locals assigned exactly once: an alias (``d = X``) whose place is then known."""
-    names, once = _assignments(code)
-    params = set(code.co_varnames[:code.co_argcount + code.co_kwonlyargcount
-                                  + bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)])
-    return frozenset(n for n in once if n not in params)
 
 
 _HANDLERS = {

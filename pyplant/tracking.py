@@ -202,7 +202,7 @@ class InputRecorder:
 
 
 def _library_roots() -> tuple[str, ...]:
-    from .dependencies import _library_roots as roots  # the one definition of "library"
+    from .scope import _library_roots as roots  # the one definition of "library"
     prefixes = {os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     return tuple(roots()) + tuple(prefixes)
 

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from pyplant import bytecode
+from pyplant import bytecode, instructions
 from pyplant.bytecode import ANY_KEY, Place
 
 X = Y = RESULTS = TABLE = np_linalg = None  # names the functions below refer to
@@ -166,9 +166,9 @@ def test_decoder_agrees_with_dis_on_the_standard_library():
                     code = codes.pop()
                     codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
                     ours = [(op, argval if op not in ("LOAD_CONST",) else None, target)
-                            for _, op, _, argval, target in bytecode._instructions(code)]
+                            for _, op, _, argval, target in instructions.instructions(code)]
                     theirs = [(i.opname, i.argval if i.opname != "LOAD_CONST" else None,
-                               i.argval if i.opcode in bytecode._JUMPS else None)
+                               i.argval if i.opcode in instructions.JUMPS else None)
                               for i in dis.get_instructions(code) if i.opname != "EXTENDED_ARG"]
                     theirs = [(op, v if op in _NAMED else None, t) for op, v, t in theirs]
                     ours = [(op, v if op in _NAMED else None, t) for op, v, t in ours]
