@@ -98,6 +98,7 @@ class Plant:
         self.codeScope = CodeScope.of(userPackages, libraryPackages)
         self.reactors: dict[str, Callable] = {}
         self._step_tasks: dict[str, Task] = {}  # step calls of run(): producers for reactors too
+        self._reactor_tasks: dict[str, Task] = {}  # by reactor name, for its current function
         self._entered: list = []  # (active_plant, step graph) tokens of `with` blocks
         self._calls = 0  # Plant.run calls in progress (a pipeline's .result() nests one)
         self._automatic = False   # reactors come from the registry (no add_reactors call)
@@ -236,7 +237,7 @@ class Plant:
         try:
             self._step_tasks.update((t.name, t) for t in steps)
             step_tasks.check_names(list(self._step_tasks.values()), lambda: list(self.reactors))
-            tasks = [reactor_task(func) for func in self.reactors.values()]
+            tasks = [self._reactor_task(func) for func in self.reactors.values()]
             tasks += self._step_tasks.values()
             work(Scheduler(self._engine_context(), self._session, tasks))
         except BaseException:
@@ -246,6 +247,14 @@ class Plant:
             self._after_run(failed=False)
         finally:
             self._running.discard(thread)
+
+    def _reactor_task(self, func: Callable) -> Task:
+        """The task of a reactor, made once per function object (a warm run of 3,000 reactors
+        makes no new ones)."""
+        known = self._reactor_tasks.get(func.__name__)
+        if known is None or known.func is not func:
+            known = self._reactor_tasks[func.__name__] = reactor_task(func)
+        return known
 
     def _check_not_running(self, what: str, reactor: str | None) -> None:
         if threading.get_ident() in self._running:
