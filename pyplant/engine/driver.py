@@ -156,9 +156,10 @@ def step(run: ReactorRun, value: Any, logger: Any) -> Any:
     began = time.perf_counter()
     try:
         with tracking.stepping(run.external), collector.resumed():
-            request = run.generator.send(value)
-    except StopIteration:
-        return FINISHED
+            try:
+                request = run.generator.send(value)
+            except StopIteration:  # caught inside: a Ctrl-C landing as the block exits then
+                request = FINISHED  # does not show a StopIteration as its context
     except BaseException as exc:
         exc.add_note(f"(raised in {run.task.kind} '{run.name}')")
         logger.error("%s '%s' raised %s: %s", run.task.kind, run.name, type(exc).__name__, exc)
@@ -166,6 +167,8 @@ def step(run: ReactorRun, value: Any, logger: Any) -> Any:
     finally:
         run.elapsed += time.perf_counter() - began
         active_run.reset(token)
+    if request is FINISHED:
+        return FINISHED
     if request is None:
         return BARE
     if not isinstance(request, ReceiveRequest):
