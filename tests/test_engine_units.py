@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 
 import numpy as np
+import pytest
 
 from pyplant import Plant, ReactorFunc
 from pyplant.caches import BoundedCache, IdentityCache
@@ -184,3 +185,51 @@ class TestCaches:
         cache.get("0")
         cache.put("3", 3)
         assert cache.get("1") is None and cache.get("0") == 0 and len(cache) == 3
+
+
+# --- the wording of reasons, and the slots of tasks with fixed inputs ---
+
+def _trace(inputs=None, code=None) -> Trace:
+    return Trace("t", "id", code or {"reactor": "c"}, {}, inputs or {}, {})
+
+
+def test_slot_differences_compare_the_slots_a_step_call_receives_now():
+    trace = _trace(inputs={"items[0]": "h0", "items[1]": "h1"})
+    assert verify.slot_differences(trace, verify.Facts(code={}, slots=None)) == []
+    assert verify.slot_differences(trace, verify.Facts(code={}, slots=("items[1]", "items[0]"))) == []
+    assert verify.slot_differences(trace, verify.Facts(code={}, slots=("items[0]", "items[1]", "items[2]"))) == \
+        ["inputs changed: now receives items[2]"]
+    assert verify.slot_differences(trace, verify.Facts(code={}, slots=("items[0]",))) == \
+        ["inputs changed: now receives nothing new, no longer items[1]"]
+    facts = verify.Facts(code={"reactor": "c"}, slots=("items[0]", "items[1]", "x"),
+                         input_hash=lambda name: {"items[0]": "h0", "items[1]": "h1"}.get(name))
+    assert not verify.static_holds("t", trace, {"reactor": "c"}, lambda: facts, fixed_inputs=True)
+    assert verify.static_holds("t", trace, {"reactor": "c"}, lambda: facts)  # a reactor: no slots
+
+
+@pytest.mark.parametrize("label, before, now, kind, expected", [
+    ("reactor", "a", "b", "reactor", "code changed: reactor 't'"),
+    ("reactor", "a", "b", "step", "code changed: step 't'"),
+    ("command", "a", "b", "step", "command line changed: step 't'"),
+    ("fn:helpers.scale", None, "b", "reactor", "code changed: 't' now depends on helpers.scale"),
+    ("fn:helpers.scale", "a", None, "reactor", "code changed: helpers.scale is gone"),
+    ("lib:numpy", "1.26", "2.0", "reactor", "library numpy changed version 1.26 -> 2.0"),
+    ("fn:helpers.scale", "a", "b", "reactor", "code changed: function helpers.scale"),
+    ("cls:m.Model", "a", "b", "reactor", "code changed: class m.Model"),
+    ("const:m.K", "a", "b", "reactor", "code changed: constant m.K"),
+    ("sub:norm", "a", "b", "reactor", "code changed: subreactor norm"),
+    ("obj:m.SMOOTHER", "a", "b", "reactor", "code changed: object m.SMOOTHER"),
+    ("name:m.x", "a", "b", "reactor", "code changed: name m.x"),
+    ("file:gen.py", "a", "b", "step", "code changed: file gen.py"),
+])
+def test_code_change_reasons_name_what_changed(label, before, now, kind, expected):
+    assert verify.code_change_reason("t", label, before, now, kind) == expected
+
+
+def test_input_differences_name_settled_inputs_that_changed():
+    trace = _trace(inputs={"a": "h1", "b": "h2", "c": "h3"})
+    now = {"a": "h1", "b": "other", "c": verify.PENDING}
+    facts = verify.Facts(code={}, input_hash=lambda name: now.get(name))
+    assert verify.input_differences(trace, facts) == ["input 'b' changed"]
+    verdict = verify.verify("t", trace, verify.Facts(code={"reactor": "c"}, input_hash=lambda name: now.get(name)))
+    assert verdict.pending == "c" and verdict.differences == ("input 'b' changed",)

@@ -151,3 +151,18 @@ def test_temp_files_of_live_plants_stay_and_of_dead_processes_go():
     # a live process that is not a plant: its temp file stays while newer than the horizon
     assert not gc.garbage(entry(f"{blob(1)}.tmp-{live}-abcdef01", NOW), set(), NOW, set())
     assert gc.garbage(entry(f"{blob(1)}.tmp-{live}-abcdef01", NOW - 1), set(), NOW, set())
+
+
+def test_the_latest_trace_of_every_ingredient_is_kept():
+    """The calls ``scale`` and ``scale_1`` of one step share its traces: the latest trace that
+    sent each ingredient stays, not only the step's latest."""
+    def sent(tid: str, slot_name: str) -> Trace:
+        out = Version(slot_name, "array", "h" * 32, None, nbytes=10)
+        return Trace("step:scale", tid, {}, {}, {}, {"return": out}, names={"return": slot_name})
+
+    traces_newest_first = [sent("a3", "scale_1"), sent("a2", "scale"), sent("a1", "scale_1"),
+                           sent("a0", "scale")]
+    reactors, traces = records(("step:scale", traces_newest_first, {}))
+    plan = gc.plan(reactors, traces, keep_last=1)
+    assert kept(plan) == {"a3", "a2"}
+    assert plan.drop == {"step:scale": {"a1", "a0"}}

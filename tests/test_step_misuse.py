@@ -163,11 +163,19 @@ def test_force_explain_history_and_gc_work_for_steps(tmp_path):
 
 
 def test_a_new_process_finds_both_calls_after_gc(tmp_path):
-    """GC keeps the latest trace of each ingredient, not only the latest of the step."""
+    """GC keeps the latest trace of each ingredient, not only the latest of the step (the GC
+    runs on a plant that holds nothing, so no lease protects them)."""
     with Plant(tmp_path / "p") as plant:
         a, b = halves(numbers(6))
         plant.run([plain(a), plain(b)])
+    with Plant(tmp_path / "p") as plant:
         plant.gc(keep_last=1)
+    ran = []
+    with Plant(tmp_path / "p") as plant:
+        plant.add_event_listener(Plant.EventType.reactor_started, lambda e, n, f: ran.append(n))
+        a, b = halves(numbers(6))
+        assert [v.tolist() for v in plant.run([plain(a), plain(b)])] == [[0, 1, 2], [3, 4, 5]]
+        assert ran == []
     with Plant(tmp_path / "p") as plant:
         assert plant.fetch_ingredient("plain").tolist() == [0, 1, 2]
         assert plant.fetch_ingredient("plain_1").tolist() == [3, 4, 5]
@@ -220,3 +228,22 @@ def test_a_reactor_ingredient_alone_is_not_a_target(tmp_path):
     from pyplant import ingredient
     with Plant(tmp_path / "p") as plant, pytest.raises(StepUsageError, match=r"ingredient\('x'\) stands for"):
         plant.run(ingredient("x"))
+
+
+def test_every_slot_of_a_list_argument_is_in_the_trace(tmp_path):
+    """A list whose last two items were one call's result, then two calls' results: the same
+    argument token, another input in slot 2. The trace records every slot, not only the first
+    slot of each ingredient, so the step re-runs."""
+    ran = []
+
+    @step
+    def sizes(items):
+        ran.append([len(x) for x in items])
+        return [len(x) for x in items]
+
+    with Plant(tmp_path / "p") as plant:
+        r0, r1 = numbers(3), numbers(4)
+        assert plant.run(sizes([r0, r1, r1])) == [3, 4, 4]
+        assert plant.run(sizes([r0, r1, numbers(5)])) == [3, 4, 5]
+        assert plant.run(sizes([r0, r1, r1])) == [3, 4, 4]
+    assert ran == [[3, 4, 4], [3, 4, 5]]

@@ -169,7 +169,8 @@ class Scheduler:
                     self._next_trace(node, None)
                     continue
             if node.input_index == 0 and not verify.static_holds(node.name, trace, self._code_map(node),
-                                                                 lambda: self._facts(node)):
+                                                                 lambda: self._facts(node),
+                                                                 node.task.inputs is not None):
                 self._next_trace(node, None)  # explained by _why_stale if nothing matches
                 continue
             inputs = list(trace.inputs.items())

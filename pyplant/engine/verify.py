@@ -102,13 +102,17 @@ def slot_differences(trace: Trace, facts: Facts) -> list[str]:
             + (f", no longer {', '.join(gone)}" if gone else "")]
 
 
-def static_holds(task: str, trace: Trace, code: Mapping[str, str], facts: Callable[[], Facts]) -> bool:
+def static_holds(task: str, trace: Trace, code: Mapping[str, str], facts: Callable[[], Facts],
+                 fixed_inputs: bool = False) -> bool:
     """``not static_differences(task, trace, facts())``, for the check every task makes on a
     warm run: a trace that recorded nothing but a code map equal to ``code`` (the task's code
     map now) holds unless one of its subreactors changed, and ``facts`` is called (built) only
-    when a subreactor is among its labels or it recorded more (parameters, external inputs)."""
+    when a subreactor is among its labels or it recorded more (parameters, external inputs),
+    or when the task's inputs are fixed in advance (``fixed_inputs``: its slots are compared)."""
     recorded = trace.code
     if trace.config or trace.env or trace.files or trace.dirs or recorded != code:
+        return not static_differences(task, trace, facts())
+    if fixed_inputs:  # a step call: the slots it receives count too
         return not static_differences(task, trace, facts())
     subs = [label for label in recorded if label.startswith("sub:")]
     return not subs or not code_differences(task, trace, facts())
