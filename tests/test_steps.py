@@ -224,6 +224,32 @@ def main(k=2):
     assert value == flow.scratch("k3", k=3) == 1 + 20 + 300
 
 
+def test_a_literal_str_spelled_like_a_result_mark_is_not_taken_for_a_result(tmp_path):
+    """Results stand as '<input items[0]>' in a trace's parameters and as '<result 0>' in the
+    graph's identity of a call: a literal spelled the same must not make [r, mark] equal to
+    [mark, r] (it did: a stale value after swapping them, and two different calls merged)."""
+    flow = Flow(tmp_path, '''
+@step
+def const():
+    return 3
+
+@step
+def show(items):
+    return repr(items)
+
+@pipeline
+def main(flip=False):
+    c = const()
+    first = show(["<input items[0]>", c] if flip else [c, "<input items[0]>"])
+    return first, show(["<result 0>", c]), show([c, "<result 0>"])
+''')
+    started, value, _ = flow.run()
+    assert value == ["[3, '<input items[0]>']", "['<result 0>', 3]", "[3, '<result 0>']"]
+    started, value, explain = flow.run(flip=True)
+    assert started == ["show"] and value[0] == "['<input items[0]>', 3]"
+    assert explain["show"].startswith("argument 'items' changed")
+
+
 def test_add_depends_on_orders_without_making_a_dependency(tmp_path):
     flow = Flow(tmp_path, '''
 import os

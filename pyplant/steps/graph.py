@@ -148,10 +148,11 @@ def _identity(arguments: dict[str, Any]) -> Any:
     """A hashable identity of the arguments, results by the name of their call (unique in a
     graph), None when a value has no stable token: such calls are never merged."""
     from ..tokens import stable_token
-    from .results import substitute
+    from .results import escape_mark, substitute
     try:
         refs: list[StepResult] = []
-        marked = substitute(arguments, lambda r: refs.append(r) or f"<result {len(refs) - 1}>")
+        marked = substitute(arguments, lambda r: refs.append(r) or f"<result {len(refs) - 1}>",
+                            escape_mark)
         return stable_token(marked), tuple((r.call.name, r.slot, r.selector) for r in refs)
     except Exception:  # a value with no stable token: a call of its own
         return None

@@ -157,17 +157,33 @@ def _walk(value: Any, found: list[StepResult]) -> None:
             _walk(item, found)
 
 
-def substitute(value: Any, resolve: Any) -> Any:
-    """``value`` with every StepResult replaced by ``resolve(result)``, containers rebuilt."""
+def substitute(value: Any, resolve: Any, leaf: Any = None) -> Any:
+    """``value`` with every StepResult replaced by ``resolve(result)``, containers rebuilt;
+    with ``leaf``, every other item (not a container) replaced by ``leaf(item)``."""
     if isinstance(value, StepResult):
         return resolve(value)
     if isinstance(value, (list, tuple, set, frozenset)):
-        items = [substitute(item, resolve) for item in value]
+        items = [substitute(item, resolve, leaf) for item in value]
         if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
             return type(value)(*items)
         return type(value)(items)
     if isinstance(value, dict):
-        return type(value)((substitute(k, resolve), substitute(v, resolve)) for k, v in value.items())
+        return type(value)((substitute(k, resolve, leaf), substitute(v, resolve, leaf))
+                           for k, v in value.items())
+    return value if leaf is None else leaf(value)
+
+
+# Marks stand for results where arguments are tokened: '<input x[0]>' in the parameters of a
+# trace (tasks.py), '<result 0>' in the identity of a call (graph.py). A literal str spelled
+# like a mark gets a prefix, so that no literal argument tokens like a result (a list
+# [r, '<input x[1]>'] must not verify the trace of ['<input x[0]>', r]).
+_MARKS = ("<input ", "<result ", "<literal>")
+
+
+def escape_mark(value: Any) -> Any:
+    """``value``, or ``'<literal>' + value`` for a str that starts like a mark."""
+    if isinstance(value, str) and value.startswith(_MARKS):
+        return "<literal>" + value
     return value
 
 

@@ -9,7 +9,8 @@ key            ``step:`` + the step's name: every call of ``scale`` shares one h
                name), so calls reordered or renamed re-run nothing
 params         the literal arguments, each a parameter with a stable token (arrays by
                content, callables by code); a result inside a list or dict stands as
-               ``<input slot>`` in its argument's token
+               ``<input slot>`` in its argument's token (a literal str spelled like that is
+               escaped: ``results.escape_mark``)
 inputs         {slot: ingredient}: each step result among the arguments, slot named by where
                it sits (``X``, ``parts[1]``); its content hash is checked, so early cutoff holds
 outputs        {slot: ingredient}: ``return`` (or each ``returns=`` name) and each OutputPath
@@ -33,7 +34,7 @@ from ..pipework import ReceiveRequest
 from .commands import CommandDefinition, code_map, command_body
 from .graph import StepCall
 from .paths import output_name
-from .results import RETURN_SLOT, StepResult, results_in, select, substitute
+from .results import RETURN_SLOT, StepResult, escape_mark, results_in, select, substitute
 
 KEY_PREFIX = "step:"
 
@@ -67,7 +68,7 @@ def step_task(call: StepCall) -> Task:
             slot = param if isinstance(value, StepResult) else f"{param}[{len(found) - 1}]"
             inputs[slot] = result.ingredient
             return f"<input {slot}{''.join(f'[{k!r}]' for k in result.selector)}>"
-        return substitute(value, mark)
+        return substitute(value, mark, escape_mark)
 
     if isinstance(definition, CommandDefinition):  # its code is its command line
         for value in call.arguments.values():
