@@ -145,6 +145,7 @@ def test_force_explain_history_and_gc_work_for_steps(tmp_path):
         assert [o.tolist() for o in out] == [[0, 2, 4], [6, 8, 10]]
         history = plant.get_execution_history()
         assert {"numbers", "halves", "scale", "scale_1"} <= set(history)
+        assert plant.explain("scale_1") == "no trace yet"  # not 'changed' from scale's trace
         assert history["scale_1"].wasRun
 
         plant.force("scale")

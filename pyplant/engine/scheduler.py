@@ -241,8 +241,14 @@ class Scheduler:
                             slots=None if node.task.inputs is None else tuple(node.task.inputs))
 
     def _why_stale(self, node: Node, facts: verify.Facts) -> str:
-        """Every difference against the closest of the task's recent traces."""
-        found = verify.closest(node.name, self.meta.traces(node.task.key, limit=EXPLAIN_TRACES), facts)
+        """Every difference against the closest of the task's recent traces; for a step call,
+        among the traces that sent what it sends (the calls of one step share traces: a first
+        call of ``scale_1`` is new, not 'changed' from a trace of ``scale``)."""
+        traces = self.meta.traces(node.task.key, limit=EXPLAIN_TRACES)
+        if node.task.outputs is not None:
+            sends = set(node.task.outputs.values())
+            traces = [t for t in traces if set(t.published().values()) == sends]
+        found = verify.closest(node.name, traces, facts)
         if found is None:
             return self.meta.invalidated(node.task.key) or "no trace yet"
         return verify.summarize(found)
