@@ -196,7 +196,7 @@ class Scheduler:
             else:
                 self._settle_cached(node, trace)
                 return None
-            self._next_trace(node, verify.input_change(ingredient, state))
+            self._next_trace(node, verify.input_change(ingredient, state) if _sent_as(node, trace) else None)
         self._start_running(node, node.reason or self._why_stale(node, self._facts(node)))
         return self._advance_run(node)
 
@@ -241,13 +241,9 @@ class Scheduler:
                             slots=None if node.task.inputs is None else tuple(node.task.inputs))
 
     def _why_stale(self, node: Node, facts: verify.Facts) -> str:
-        """Every difference against the closest of the task's recent traces; for a step call,
-        among the traces that sent what it sends (the calls of one step share traces: a first
-        call of ``scale_1`` is new, not 'changed' from a trace of ``scale``)."""
-        traces = self.meta.traces(node.task.key, limit=EXPLAIN_TRACES)
-        if node.task.outputs is not None:
-            sends = set(node.task.outputs.values())
-            traces = [t for t in traces if set(t.published().values()) == sends]
+        """Every difference against the closest of the task's recent traces that explain it
+        (``_sent_as``)."""
+        traces = [t for t in self.meta.traces(node.task.key, limit=EXPLAIN_TRACES) if _sent_as(node, t)]
         found = verify.closest(node.name, traces, facts)
         if found is None:
             return self.meta.invalidated(node.task.key) or "no trace yet"
@@ -470,6 +466,14 @@ class Scheduler:
     def _free(self, run: driver.ReactorRun, allocations: list[tuple[str, str]]) -> None:
         for key, storage in allocations:
             self.ctx.warehouse.deallocate(key, storage)
+
+
+def _sent_as(node: Node, trace: Trace) -> bool:
+    """True when ``trace`` explains ``node``: always for a reactor; for a step call, when it sent
+    what the call sends (the calls of one step share traces, and a first call of ``scale_1`` is
+    new, not 'changed' from a trace of ``scale``)."""
+    outputs = node.task.outputs
+    return outputs is None or set(trace.published().values()) == set(outputs.values())
 
 
 def _is_allocated(value: Any, allocated: Any) -> bool:
