@@ -371,3 +371,46 @@ def test_gc_keeps_what_this_plant_loaded_from_an_older_trace(open_plant, plant_d
     other.gc(keep_last=1)
     holder._session.values.clear()  # as if the values had left memory: fetch loads from disk again
     np.testing.assert_array_equal(holder.fetch_ingredient("arr"), np.full(1000, 1.0))
+
+
+def _stray_blob(plant_dir, mtime: float) -> Path:
+    """An unreferenced file where a blob would be (as a plant writing it right now leaves one)."""
+    path = Path(plant_dir) / "blobs" / "ab" / ("cd" * 15 + ".npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * 10)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_gc_sweeps_an_unreferenced_file_only_once_older_than_every_live_lease_by_the_clock_margin(tmp_path):
+    """A file newer than (the oldest live lease's start - CLOCK_MARGIN_SECONDS) may be a
+    version being written (clocks of processes and file systems differ by that much): kept.
+    Older, it is garbage."""
+    from pyplant.warehouse import gc as gc_module
+    with Plant(tmp_path / "p") as plant:
+        started = min(lease.started for lease in gc_module.leases.live_leases(plant.plantDir))
+        stray = _stray_blob(plant.plantDir, started - gc_module.CLOCK_MARGIN_SECONDS / 2)
+        assert plant.gc().files == 0 and stray.exists()
+        os.utime(stray, (started - 10, started - 10))
+        result = plant.gc()
+        assert (result.files, result.bytes) == (1, 10) and not stray.exists()
+
+
+def test_gc_deletes_nothing_while_a_live_lease_is_unreadable(tmp_path, caplog):
+    """A live plant whose lease cannot be read may hold anything: GC keeps everything, says
+    so, and reports nothing freed."""
+    import fcntl
+    with Plant(tmp_path / "p") as plant:
+        stray = _stray_blob(plant.plantDir, time.time() - 3600)
+        lease = Path(plant.plantDir) / "leases" / "999999-1.lease"
+        lease.write_text("not a lease\n")
+        holder = os.open(lease, os.O_RDONLY)
+        try:
+            fcntl.flock(holder, fcntl.LOCK_SH)  # held: a live plant's lease
+            with caplog.at_level(logging.WARNING, logger="pyplant"):
+                result = plant.gc(keep_last=1)
+        finally:
+            os.close(holder)
+        assert (result.traces, result.files, result.bytes) == (0, 0, 0) and stray.exists()
+        assert "is unreadable" in caplog.text and "nothing deleted" in caplog.text
+        assert plant.gc().files == 1 and not stray.exists()  # lease released: swept
