@@ -201,6 +201,8 @@ def test_slot_differences_compare_the_slots_a_step_call_receives_now():
         ["inputs changed: now receives items[2]"]
     assert verify.slot_differences(trace, verify.Facts(code={}, slots=("items[0]",))) == \
         ["inputs changed: now receives nothing new, no longer items[1]"]
+    assert verify.slot_differences(trace, verify.Facts(code={}, slots=("z",))) == \
+        ["inputs changed: now receives z, no longer items[0], items[1]"]
     facts = verify.Facts(code={"reactor": "c"}, slots=("items[0]", "items[1]", "x"),
                          input_hash=lambda name: {"items[0]": "h0", "items[1]": "h1"}.get(name))
     assert not verify.static_holds("t", trace, {"reactor": "c"}, lambda: facts, fixed_inputs=True)
@@ -233,3 +235,33 @@ def test_input_differences_name_settled_inputs_that_changed():
     assert verify.input_differences(trace, facts) == ["input 'b' changed"]
     verdict = verify.verify("t", trace, verify.Facts(code={"reactor": "c"}, input_hash=lambda name: now.get(name)))
     assert verdict.pending == "c" and verdict.differences == ("input 'b' changed",)
+
+
+def test_differences_are_worded_for_people_and_none_is_skipped():
+    trace = Trace("t", "id", {"reactor": "c", "fn:m.f": "f1", "fn:m.gone": "g1"},
+                  {"aux": ("a1", "1"), "lr": ("t1", "0.1")}, {"x": "h"}, {},
+                  files={"/data/a.csv": "d1", "/data/b.csv": "d2"}, dirs={"/data/in": "l1"},
+                  env={"SEED": "1"})
+    params = {"aux": ("a2", "2"), "lr": ("t2", "0.2")}
+    facts = verify.Facts(code={"reactor": "c", "fn:m.f": "f2", "fn:m.new": "n1"}, kind="step",
+                         param=params.get, auxiliary=lambda name: name == "aux",
+                         env={"SEED": "2"}, file_digest={"/data/a.csv": "d9"}.get,
+                         listing=lambda path: "l2", slots=("x", "y", "z"))
+    assert verify.static_differences("t", trace, facts) == [
+        "code changed: function m.f", "code changed: m.gone is gone", "code changed: 't' now depends on m.new",
+        "argument 'lr' changed from 0.1 to 0.2",          # after an auxiliary one: still checked
+        "inputs changed: now receives y, z",
+        "environment variable SEED changed", "input file /data/a.csv changed", "input file /data/b.csv is gone",
+        "directory listing of /data/in changed"]
+    facts = verify.Facts(code={"reactor": "d"}, kind="step", param=params.get)
+    assert verify.code_differences("t", trace, facts)[0] == "code changed: step 't'"
+    assert verify.param_differences(trace, verify.Facts(code={}, param={}.get)) == [
+        "config parameter 'aux' was removed", "config parameter 'lr' was removed"]
+
+
+@pytest.mark.parametrize("n, expected", [
+    (verify.MAX_REASONS, "; ".join(f"r{i}" for i in range(verify.MAX_REASONS))),
+    (verify.MAX_REASONS + 2, "; ".join(f"r{i}" for i in range(verify.MAX_REASONS)) + "; and 2 more"),
+])
+def test_summarize_shows_at_most_max_reasons(n, expected):
+    assert verify.summarize([f"r{i}" for i in range(n)]) == expected

@@ -188,7 +188,7 @@ def summarize(reasons: list[str], limit: int = MAX_REASONS) -> str:
 
 
 def code_change_reason(task: str, label: str, before: str | None, now: str | None,
-                       task_kind: str = "reactor") -> str:
+                       task_kind: str) -> str:
     """'code changed: ...' naming the function, constant or library that changed."""
     kind, _, what = label.partition(":")
     if label == "reactor":
