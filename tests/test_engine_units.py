@@ -246,7 +246,7 @@ def test_differences_are_worded_for_people_and_none_is_skipped():
     facts = verify.Facts(code={"reactor": "c", "fn:m.f": "f2", "fn:m.new": "n1"}, kind="step",
                          param=params.get, auxiliary=lambda name: name == "aux",
                          env={"SEED": "2"}, file_digest={"/data/a.csv": "d9"}.get,
-                         listing=lambda path: "l2", slots=("x", "y", "z"))
+                         listing={"/data/in": "l2"}.get, slots=("x", "y", "z"))
     assert verify.static_differences("t", trace, facts) == [
         "code changed: function m.f", "code changed: m.gone is gone", "code changed: 't' now depends on m.new",
         "argument 'lr' changed from 0.1 to 0.2",          # after an auxiliary one: still checked
