@@ -265,3 +265,12 @@ def test_differences_are_worded_for_people_and_none_is_skipped():
 ])
 def test_summarize_shows_at_most_max_reasons(n, expected):
     assert verify.summarize([f"r{i}" for i in range(n)]) == expected
+
+
+def test_unchanged_files_and_listings_make_no_difference():
+    trace = Trace("t", "id", {"reactor": "c"}, {}, {}, {}, files={"/data/a.csv": "d1"},
+                  dirs={"/data/in": "l1"}, env={"SEED": "1"})
+    facts = verify.Facts(code={"reactor": "c"}, env={"SEED": "1"}, file_digest={"/data/a.csv": "d1"}.get,
+                         listing={"/data/in": "l1"}.get)
+    assert verify.static_differences("t", trace, facts) == []
+    assert verify.static_holds("t", trace, {"reactor": "c"}, lambda: facts)
