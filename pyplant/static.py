@@ -85,21 +85,23 @@ def _scan(func: Callable) -> StaticIO:
     sends: set[str] = set()
     receives: set[str] = set()
     dynamic = False
-    called = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+    called, send_attributes = set(), set()
+    watched = _SENDS + _RECEIVES
+    for node in ast.walk(tree):  # one pass: a parse tree is walked node by node in Python
+        kind = type(node)
+        if kind is ast.Attribute:
+            if node.attr in _SENDS:
+                send_attributes.add(id(node))
+        elif kind is ast.Call and type(node.func) is ast.Attribute and node.func.attr in watched:
             attr = node.func.attr
-            if attr not in _SENDS + _RECEIVES:
-                continue
             called.add(id(node.func))
             name = _literal_name(node)
             if name is not None:
                 (sends if attr in _SENDS else receives).add(name)
             elif attr in _SENDS:
                 dynamic = True
-    for node in ast.walk(tree):  # `s = pipe.send`: a send we cannot follow
-        if isinstance(node, ast.Attribute) and node.attr in _SENDS and id(node) not in called:
-            dynamic = True
+    if send_attributes - called:  # `s = pipe.send`: a send we cannot follow
+        dynamic = True
     return StaticIO(frozenset(sends), frozenset(receives), dynamic)
 
 
