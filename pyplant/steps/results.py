@@ -74,7 +74,8 @@ class StepResult:
     def __iter__(self) -> Iterator["StepResult"]:
         names = self._returns()
         if not names or self.slot != RETURN_SLOT or self.selector:
-            raise self._misuse("unpacked or iterated", "declare @step(returns=(...)) to unpack it")
+            raise self._misuse("unpacked or iterated", "call .result() to compute it now, pass it to "
+                               "another step, or declare @step(returns=(...)) to unpack its outputs")
         return iter([StepResult(self.call, name) for name in names])
 
     @property
