@@ -89,6 +89,11 @@ class CodeMemo(Protocol):
 _code_cache: IdentityCache[str] = IdentityCache()   # {code object: code hash}
 _text_cache: BoundedCache[str] = BoundedCache()     # {memo key: code hash}
 
+# Called as listener(fingerprint, tree) with each function's source tree parsed for its code
+# hash (once per function a process has not seen): a reader of the same tree (static.py) then
+# needs no second parse. Decorators, defaults and docstrings are stripped from the tree.
+parse_listeners: list[Callable[[str, ast.AST], None]] = []
+
 
 def code_hash(func: Callable, memo: CodeMemo | None = None) -> str:
     """Hash of a function's normalized source (AST without docstrings, comments and layout).
@@ -122,6 +127,9 @@ def _compute_code_hash(func: Callable, code: types.CodeType, memo: CodeMemo | No
         text = _raw_source(func, code)
         tree = _parse_source(func, text) if text is not None else None
         cached = digest("ast", _normalized_dump(tree)) if tree is not None else digest("bytecode", fingerprint)
+        if tree is not None:
+            for listener in parse_listeners:
+                listener(fingerprint, tree)
         if memo is not None:
             memo.put(memo_key, cached)
     _text_cache.put(memo_key, cached)

@@ -70,18 +70,35 @@ def function_ios(functions: Iterable[Callable], memo: Any = None) -> dict[int, S
             io = _scan(func)
             if memo is not None:
                 memo.put(key, encode(io))
+        elif key in _unsaved and memo is not None:  # scanned from the code hash's parse
+            memo.put(key, encode(io))
+            _unsaved.discard(key)
         _cache.put(key, io)
         result[ident] = io
     return result
 
 
 _cache: BoundedCache[StaticIO] = BoundedCache()  # {memo key: StaticIO}
+_unsaved: set[str] = set()  # keys scanned from a code hash's parse, not yet in a plant's memo
+
+
+def _from_code_hash(fingerprint: str, tree: ast.AST) -> None:
+    """Scan the tree the code hash just parsed (a cold run parses each reactor once, not twice)."""
+    key = hashing.digest("static-io", fingerprint)
+    if _cache.get(key) is None:
+        _cache.put(key, _scan_tree(tree))
+        _unsaved.add(key)
+
+
+hashing.parse_listeners.append(_from_code_hash)
 
 
 def _scan(func: Callable) -> StaticIO:
     tree = hashing.source_tree(func)
-    if tree is None:
-        return UNKNOWN
+    return UNKNOWN if tree is None else _scan_tree(tree)
+
+
+def _scan_tree(tree: ast.AST) -> StaticIO:
     sends: set[str] = set()
     receives: set[str] = set()
     dynamic = False
