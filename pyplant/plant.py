@@ -108,6 +108,7 @@ class Plant:
         self._listeners: dict[Plant.EventType, list[Callable]] = {}
         self._session = PlantSession()  # values, last run, forced, decisions, history
         self.track_files, self.track_env = track_files, track_env
+        self._real_dir: str | None = None  # the plant directory's real path, for input recorders
         self._file_hashes = tracking.FileHashes(self.warehouse.metadata)
         if track_files or track_env:
             tracking.install()
@@ -436,7 +437,9 @@ class Plant:
     def _input_recorder(self) -> tracking.InputRecorder | None:
         if not (self.track_files or self.track_env):
             return None
-        return tracking.InputRecorder(self.plantDir, self.track_files, self.track_env)
+        if self._real_dir is None:
+            self._real_dir = os.path.realpath(self.plantDir)
+        return tracking.InputRecorder(self._real_dir, self.track_files, self.track_env, resolved=True)
 
     def _engine_context(self) -> EngineContext:
         """What the engine uses of this plant, for one run (the config as set now)."""

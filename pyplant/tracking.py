@@ -122,10 +122,12 @@ class InputRecorder:
         The plant directory: files inside it are ingredients, not external inputs.
     files, env : bool
         Record files and directory listings; record environment variables.
+    resolved : bool
+        ``plant_dir`` is already a real path (a plant resolves it once, not once per run).
     """
 
-    def __init__(self, plant_dir: str, files: bool = True, env: bool = True):
-        self.plant_root = os.path.realpath(plant_dir) + os.sep
+    def __init__(self, plant_dir: str, files: bool = True, env: bool = True, resolved: bool = False):
+        self.plant_root = (plant_dir if resolved else os.path.realpath(plant_dir)) + os.sep
         self.track_files = files
         self.track_env = env
         self.opened: dict[str, tuple | None] = {}   # {absolute path: stat signature at open}
