@@ -449,3 +449,29 @@ def test_codec_defaults(warehouse):
     assert not codec.accepts(1) and codec.content_hash(1) is None and not codec.allocatable
     with pytest.raises(AllocationError, match="cannot be allocated"):
         codec.allocate(warehouse, "n", "n@0123456789abcdef")
+
+
+@pytest.mark.parametrize("make_pair", [
+    # same data and indptr, another column for the second entry: another matrix
+    lambda sp: (sp.csr_matrix((np.array([1.0, 2.0]), np.array([0, 1]), np.array([0, 2])), shape=(1, 3)),
+                sp.csr_matrix((np.array([1.0, 2.0]), np.array([0, 2]), np.array([0, 2])), shape=(1, 3))),
+    # same entries, one more empty column
+    lambda sp: (sp.csr_matrix(np.eye(2)), sp.csr_matrix((np.array([1.0, 1.0]), np.array([0, 1]),
+                                                         np.array([0, 1, 2])), shape=(2, 3))),
+    # same entries, other row and column of one of them (COO keeps row and col)
+    lambda sp: (sp.coo_matrix((np.array([1.0]), (np.array([0]), np.array([1]))), shape=(2, 2)),
+                sp.coo_matrix((np.array([1.0]), (np.array([1]), np.array([0]))), shape=(2, 2))),
+    # same values on other diagonals
+    lambda sp: (sp.dia_matrix((np.array([[1.0, 2.0]]), np.array([0])), shape=(2, 2)),
+                sp.dia_matrix((np.array([[1.0, 2.0]]), np.array([1])), shape=(2, 2))),
+])
+def test_sparse_content_hashes_differ_whenever_the_matrices_differ(make_pair):
+    """A content hash that ignored indices, shape, rows, columns or offsets would let early
+    cutoff serve a stale consumer."""
+    import scipy.sparse as sp
+    from pyplant.specs import ScipySparseSpec
+    a, b = make_pair(sp)
+    assert (a != b).nnz if a.shape == b.shape else True  # the pair really differs
+    spec = ScipySparseSpec()
+    assert spec.content_hash(a) != spec.content_hash(b)
+    assert spec.content_hash(a) == spec.content_hash(a.copy())
