@@ -22,6 +22,25 @@ def write_module(directory, name, source):
     return path
 
 
+def run_phases(ctx, impl, kind, work, module, phases, text_for):
+    """Run ``phases`` of one implementation, each in a fresh worker (orchestrator side): the
+    module is rewritten with ``text_for(phase)`` before every phase but 'warm', which sees the
+    very file (and .pyc) of the run before it; after a failure the later phases report it.
+    Returns {phase: result}; ``work`` is removed at the end."""
+    import shutil
+    from benchmarks._harness import Failed
+    results, failed = {}, None
+    for phase in phases:
+        if phase != 'warm':
+            write_module(work, module, text_for(phase))
+        res = failed or ctx.run(impl, '_generated', kind=kind, module_dir=str(work), module=module,
+                                store_dir=str(work / 'store'), phase=phase)
+        failed = res if isinstance(res, Failed) else failed
+        results[phase] = res
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
 def run(kind, module_dir, module, store_dir, config=None, phase=None):
     """`phase` only labels the run in the progress output."""
     start = time.perf_counter()

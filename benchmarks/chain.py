@@ -11,7 +11,7 @@ Figures: seconds inside the process (plant creation + run_reactor + shutdown), Â
 The reference is quadratic, so its chain is capped at REF_CAP reactors.
 """
 from benchmarks import _harness as h
-from benchmarks._generated import write_module
+from benchmarks._generated import run_phases
 
 SIZES = (100, 1000, 3000, 10000)
 QUICK_SIZES = (100, 300)
@@ -57,17 +57,10 @@ def run(ctx):
                     results[phase][impl] = 'skipped (> {:,}: quadratic)'.format(REF_CAP)
                 continue
             kind = 'joblib' if impl == 'joblib' else 'pyplant'
-            work = ctx.dir('chain', '{}-{}'.format(impl, n))
-            module = 'chain_{}'.format(n)
-            failed = None
+            done = run_phases(ctx, impl, kind, ctx.dir('chain', '{}-{}'.format(impl, n)), 'chain_{}'.format(n),
+                              PHASES, lambda phase: source(n, kind, edited=(phase == 'edit')))
             for phase in PHASES:
-                if phase != 'warm':  # the warm run sees the very file (and .pyc) of the cold one
-                    write_module(work, module, source(n, kind, edited=(phase == 'edit')))
-                res = failed or ctx.run(impl, '_generated', kind=kind, module_dir=str(work), module=module,
-                                        store_dir=str(work / 'store'), phase=phase)
-                failed = res if isinstance(res, h.Failed) else failed
-                results[phase][impl] = res
-            h.shutil.rmtree(work, ignore_errors=True)
+                results[phase][impl] = done[phase]
         for phase in PHASES:
             rows.append(_row(n, phase, results[phase]))
     return rows

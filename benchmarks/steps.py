@@ -10,7 +10,7 @@ seconds inside the process (plant creation + run + shutdown), µs per step, step
 """
 from benchmarks import _harness as h
 from benchmarks import chain
-from benchmarks._generated import write_module
+from benchmarks._generated import run_phases
 
 SIZES = (100, 1000, 3000)
 QUICK_SIZES = (100, 300)
@@ -34,19 +34,12 @@ def run(ctx):
         results = {phase: {} for phase in PHASES}
         for impl in ('ours', 'joblib'):
             kind = 'joblib' if impl == 'joblib' else 'steps'
-            work = ctx.dir('steps', '{}-{}'.format(impl, n))
-            module = 'steps_{}'.format(n)
-            failed = None
+            text_for = (lambda phase: chain.source(n, 'joblib', edited=(phase == 'edit'))) if impl == 'joblib' \
+                else (lambda phase: source(n, edited=(phase == 'edit')))
+            done = run_phases(ctx, impl, kind, ctx.dir('steps', '{}-{}'.format(impl, n)), 'steps_{}'.format(n),
+                              PHASES, text_for)
             for phase in PHASES:
-                if phase != 'warm':
-                    text = chain.source(n, 'joblib', edited=(phase == 'edit')) if impl == 'joblib' \
-                        else source(n, edited=(phase == 'edit'))
-                    write_module(work, module, text)
-                res = failed or ctx.run(impl, '_generated', kind=kind, module_dir=str(work), module=module,
-                                        store_dir=str(work / 'store'), phase=phase)
-                failed = res if isinstance(res, h.Failed) else failed
-                results[phase][impl] = res
-            h.shutil.rmtree(work, ignore_errors=True)
+                results[phase][impl] = done[phase]
         for phase in PHASES:
             res = results[phase]
             secs = {impl: r['seconds'] for impl, r in res.items() if h.ok(r)}

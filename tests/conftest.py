@@ -195,6 +195,34 @@ def result_of(proc: subprocess.CompletedProcess) -> dict:
     raise AssertionError(f"script printed no result:\n{proc.stdout}\n{proc.stderr}")
 
 
+class Loader:
+    """Imports each version of a generated source as a new module object under one name: from
+    a new file each time (what a new process importing the edited module sees), or, with
+    ``same_path``, from one file rewritten (``importlib.reload``, notebook autoreload)."""
+
+    def __init__(self, directory: str, module_name: str, same_path: bool = False):
+        self.directory = directory
+        self.module_name = module_name
+        self.same_path = same_path
+        self.count = 0
+
+    def load(self, source: str):
+        import importlib.util
+        self.count += 1
+        name = "module.py" if self.same_path else f"version_{self.count}.py"
+        path = os.path.join(self.directory, name)
+        with open(path, "w") as f:
+            f.write(source)
+        Plant._clear_global_state()
+        spec = importlib.util.spec_from_file_location(self.module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[self.module_name] = module
+        # Compiled from the text just written: a cached .pyc of an earlier version of the same
+        # size, written in the same second, would otherwise be executed instead.
+        exec(compile(source, path, "exec"), module.__dict__)
+        return module
+
+
 # --- hypothesis profiles (tests/test_property.py) --------------------------------------------
 # HYPOTHESIS_PROFILE=ci (default): quick enough for CI; HYPOTHESIS_PROFILE=thorough: long runs.
 from hypothesis import HealthCheck as _HealthCheck, settings as _hypothesis_settings  # noqa: E402

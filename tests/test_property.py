@@ -59,7 +59,6 @@ Profiles are registered in ``conftest.py``: ``ci`` (default, 30 examples per tes
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -72,6 +71,8 @@ import pytest
 from hypothesis import Phase, event, given, note, settings, strategies as st
 
 from pyplant import Plant
+
+from conftest import Loader
 
 import property_inputs as inputs_
 from property_inputs import INPUT_EDIT_KINDS, Inputs, Reads
@@ -456,30 +457,6 @@ class Model:
 
 # --- loading and running -------------------------------------------------------------------
 
-class Loader:
-    """Imports each version of the generated source as a new module object, same name."""
-
-    def __init__(self, directory: str, same_path: bool = False):
-        self.directory = directory
-        self.same_path = same_path
-        self.count = 0
-
-    def load(self, source: str):
-        self.count += 1
-        name = "module.py" if self.same_path else f"version_{self.count}.py"
-        path = os.path.join(self.directory, name)
-        with open(path, "w") as f:
-            f.write(source)
-        Plant._clear_global_state()
-        spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[MODULE_NAME] = module
-        # Compiled from the text just written: a cached .pyc of an earlier version of the same
-        # size, written in the same second, would otherwise be executed instead.
-        exec(compile(source, path, "exec"), module.__dict__)
-        return module
-
-
 def run_plant(plant_dir: str, module, world: World, order: list[str] | None = None):
     """Run ``final`` on ``plant_dir``; returns (started reactors, values, explain())."""
     started: list[str] = []
@@ -660,7 +637,7 @@ def check_edits(data, tmp_root: str, same_path: bool) -> None:
 def steps(data, world: World, n_edits: int, base: str, same_path: bool, env) -> None:
     """The first run and one run after each edit, each checked (see the module docstring)."""
     inputs_.materialize(world.inputs, os.path.join(base, "data"))
-    loader = Loader(os.path.join(base, "src"), same_path=same_path)
+    loader = Loader(os.path.join(base, "src"), MODULE_NAME, same_path=same_path)
     os.makedirs(loader.directory)
     plant_dir = os.path.join(base, "plant")
     model = Model()
@@ -719,7 +696,7 @@ def test_cold_run_in_any_registration_order(world, data, tmp_path_factory, modul
     base = tempfile.mkdtemp(dir=str(tmp_path_factory.getbasetemp()))
     try:
         inputs_.materialize(world.inputs, os.path.join(base, "data"))
-        loader = Loader(os.path.join(base, "src"))
+        loader = Loader(os.path.join(base, "src"), MODULE_NAME)
         os.makedirs(loader.directory)
         module = loader.load(render(world))
         with pytest.MonkeyPatch.context() as env:

@@ -64,7 +64,6 @@ Profiles are registered in ``conftest.py``: ``ci`` (default, 30 examples) and ``
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -76,6 +75,8 @@ import pytest
 from hypothesis import Phase, event, given, note, settings, strategies as st
 
 from pyplant import Plant
+
+from conftest import Loader
 
 MODULE_NAME = "pyplant_property_steps"  # one module name for every version of the code
 LITERALS = (0, 1, 2, 3, 0.5, 1.0, 2.5, 0.0, -0.0)
@@ -455,28 +456,6 @@ class Model:
 
 # --- loading and running -------------------------------------------------------------------
 
-class Loader:
-    """Imports each version of the generated source from a new file, as a new module object
-    under the same name (what a new process importing the edited module sees)."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-        self.count = 0
-
-    def load(self, source: str):
-        self.count += 1
-        path = os.path.join(self.directory, f"version_{self.count}.py")
-        with open(path, "w") as f:
-            f.write(source)
-        Plant._clear_global_state()
-        spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[MODULE_NAME] = module
-        # compiled from the text just written, never from a cached .pyc of an earlier version
-        exec(compile(source, path, "exec"), module.__dict__)
-        return module
-
-
 def run_plant(plant_dir: str, module, ingredients: list[str], pipeline: bool):
     """Run ``main`` on ``plant_dir`` (``plant.run(main)``, or ``plant.run(main())`` in a
     with-block): (started instances, what main returned, the outputs ``ingredients``,
@@ -718,7 +697,7 @@ def assert_same(actual: dict, expected: dict, what: str) -> None:
 
 
 def check(data, world: World, n_edits: int, base: str) -> None:
-    loader = Loader(os.path.join(base, "src"))
+    loader = Loader(os.path.join(base, "src"), MODULE_NAME)
     os.makedirs(loader.directory)
     plant_dir = os.path.join(base, "plant")
     model = Model()
