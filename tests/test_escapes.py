@@ -19,7 +19,7 @@ import pytest
 from pyplant import Ingredient, ReactorFunc, specs
 from pyplant.errors import AllocationError
 
-from conftest import Box, result_of, run_script, write_script
+from conftest import Bomb, Box, result_of, run_script, write_script
 
 
 def keeper_reactors(extra):
@@ -308,19 +308,6 @@ def test_gc_removes_a_planted_symlink_but_never_its_target(open_plant, tmp_path)
     assert not (plant_dir / "blobs" / "zz").is_symlink()
     plant.shutdown()
     assert_keeper_cached(open_plant)
-
-
-class Bomb:
-    """Unpickling it records the event: a file outside the plant must never be unpickled."""
-    loaded: list = []
-
-    def __reduce__(self):
-        return (Bomb._boom, ())
-
-    @staticmethod
-    def _boom():
-        Bomb.loaded.append(1)
-        return "unpickled"
 
 
 def blob_reactors(kind):

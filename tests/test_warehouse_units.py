@@ -24,7 +24,7 @@ from pyplant.errors import AllocationError, CorruptVersionError, SerializationEr
 from pyplant.warehouse import INLINE_MAX_BYTES, store as store_module
 from pyplant.warehouse.records import Version
 
-from conftest import Box
+from conftest import Bomb, Box
 
 TOKEN = "0123456789abcdef"
 
@@ -402,18 +402,6 @@ def test_a_symlink_where_a_blob_goes_is_replaced_not_followed(warehouse, tmp_pat
     assert path.is_file() and not path.is_symlink()
     assert outside.read_bytes() == before
     np.testing.assert_array_equal(warehouse.load(version), arr)
-
-
-class Bomb:
-    loaded: list = []
-
-    def __reduce__(self):
-        return (Bomb._boom, ())
-
-    @staticmethod
-    def _boom():
-        Bomb.loaded.append(1)
-        return "boom"
 
 
 def test_an_object_array_planted_as_a_blob_is_never_unpickled(warehouse):
