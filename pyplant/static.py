@@ -129,21 +129,24 @@ def _literal_name(call: ast.Call) -> str | None:
     return None
 
 
-def _table_key(code_maps: dict[str, dict[str, str]]) -> str:
-    """One hash of every reactor's code map: the sends and receives follow from it."""
-    lines = sorted(f"{name}\x1f{label}\x1f{value}" for name, code in code_maps.items()
-                   for label, value in code.items())
+def _table_key(code_digests: dict[str, str]) -> str:
+    """One hash of every reactor's code-map digest: the sends and receives follow from them."""
+    lines = sorted(f"{name}\x1f{digest}" for name, digest in code_digests.items())
     return hashing.digest("static-io-table", "\n".join(lines))
 
 
-def load_table(memo: Any, code_maps: dict[str, dict[str, str]]) -> dict[str, StaticIO] | None:
+def _entry_key(code_digest: str) -> str:
+    """The memo key of one reactor's sends and receives: its code map decides them."""
+    return "static-io-task:" + code_digest
+
+
+def load_table(memo: Any, code_digests: dict[str, str]) -> dict[str, StaticIO] | None:
     """{reactor: StaticIO} stored for exactly these reactors and code maps, else None.
 
-    ``code_maps`` is {reactor: code map} of reactors whose code maps follow their source;
-    any other reactor makes the table unusable (its source is read every time).
+    ``code_digests`` is {reactor: digest of its code map} of reactors whose code maps follow
+    their source; any other reactor makes the table unusable (its source is read every time).
     """
-    digests = code_maps
-    raw = memo.get(_table_key(code_maps)) if memo is not None else None
+    raw = memo.get(_table_key(code_digests)) if memo is not None else None
     if raw is None:
         return None
     try:
@@ -151,14 +154,28 @@ def load_table(memo: Any, code_maps: dict[str, dict[str, str]]) -> dict[str, Sta
                  for name, (sends, receives, dynamic) in json.loads(raw).items()}
     except (ValueError, TypeError):  # a damaged entry: read the sources again
         return None
-    return table if table.keys() == digests.keys() else None
+    return table if table.keys() == code_digests.keys() else None
 
 
-def store_table(memo: Any, code_maps: dict[str, dict[str, str]], table: dict[str, StaticIO]) -> None:
-    """Remember ``table`` for these code maps (only when every reactor's source counts)."""
-    if memo is not None and table.keys() == code_maps.keys():
-        memo.put(_table_key(code_maps), json.dumps(
+def load_entries(memo: Any, code_digests: dict[str, str]) -> dict[str, StaticIO]:
+    """{reactor: StaticIO} of the reactors whose code map was seen before (in any table): after
+    one edit, only the edited reactors' sources are read again. Damaged entries are left out."""
+    if memo is None:
+        return {}
+    keys = {name: _entry_key(digest) for name, digest in code_digests.items()}
+    found = decode_many(memo.get_many(list(set(keys.values()))))
+    return {name: found[key] for name, key in keys.items() if key in found}
+
+
+def store_table(memo: Any, code_digests: dict[str, str], table: dict[str, StaticIO],
+                scanned: Iterable[str] = ()) -> None:
+    """Remember ``table`` for these code maps (only when every reactor's source counts), and
+    the entry of each reactor in ``scanned`` by its code map alone."""
+    if memo is not None and table.keys() == code_digests.keys():
+        memo.put(_table_key(code_digests), json.dumps(
             {name: [sorted(io.sends), sorted(io.receives), io.dynamic] for name, io in table.items()}))
+        for name in scanned:
+            memo.put(_entry_key(code_digests[name]), encode(table[name]))
 
 
 _FIELD, _ITEM = "\x1e", "\x1f"
@@ -193,8 +210,9 @@ def reactor_ios(reached: dict[str, list[Callable]], memo: Any = None) -> dict[st
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """' (did you mean 'data'?)' when a known name is close to ``name``, else ''."""
-    close = difflib.get_close_matches(name, sorted(set(known)), n=1)
+    """' (did you mean 'data'?)' when a known name other than ``name`` itself is close to it,
+    else ''."""
+    close = difflib.get_close_matches(name, sorted(set(known) - {name}), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -241,3 +241,54 @@ def test_renamed_then_split_producer_with_identical_output_stops_the_wave(tmp_pa
     assert split["explain"]["evaluate"] == "up to date"
     scratch = result_of(run_script(script, tmp_path / "fresh"))
     assert scratch["result"] == split["result"]
+
+
+STATIC_V1 = '''
+@ReactorFunc
+def load(pipe):
+    pipe.send("raw", 3)
+
+@ReactorFunc
+def other(pipe):
+    pipe.send("unrelated", 1)
+
+@ReactorFunc
+def double(pipe):
+    x = yield pipe.receive("{received}")
+    pipe.send("doubled", 2 * x)
+
+@ReactorFunc
+def show(pipe):
+    RESULT["doubled"] = yield pipe.receive("doubled")
+
+plant = open_plant()
+plant.add_reactors(load, other, double, show)
+try:
+    plant.run_reactor(show)
+except errors.IngredientNotFoundError as exc:
+    RESULT["error"] = str(exc)
+report()
+'''
+
+
+def test_an_edited_reactors_sends_are_read_again_and_the_others_reused(tmp_path):
+    """The sends and receives found in source are memoized per reactor by its code map: after
+    an edit in a new process, the edited reactors' new names are what the checks see (a
+    receive of the renamed ingredient is found, one of the old name fails before work), and
+    the unchanged reactors keep theirs."""
+    script = tmp_path / "pipeline.py"
+    write_script(script, STATIC_V1.format(received="raw"))
+    assert result_of(run_script(script, tmp_path / "p"))["result"] == {"doubled": 6}
+
+    renamed = STATIC_V1.format(received="raw_v2").replace('pipe.send("raw", 3)', 'pipe.send("raw_v2", 4)')
+    write_script(script, renamed)  # load now sends raw_v2, double receives it
+    second = result_of(run_script(script, tmp_path / "p"))
+    assert second["result"] == {"doubled": 8}
+    assert second["started"] == ["show", "double", "load"]
+
+    typo = STATIC_V1.format(received="raw").replace('pipe.send("raw", 3)', 'pipe.send("raw_v2", 4)')
+    write_script(script, typo)  # double receives raw again, which nobody sends any more
+    third = result_of(run_script(script, tmp_path / "p"))
+    assert third["started"] == []
+    assert "receives ingredient 'raw'" in third["result"]["error"]
+    assert "did you mean 'raw_v2'?" in third["result"]["error"]

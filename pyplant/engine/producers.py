@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import static
+from ..warehouse.metadata import code_digest
 from ..errors import DependencyCycleError, DuplicateProducerError, IngredientNotFoundError
 from .state import Need, Node, SessionState, Status
 
@@ -22,19 +23,26 @@ def read_sources(state: SessionState, code_maps: dict[str, dict[str, str]], task
     """Fill ``state.static_io`` and ``state.senders``; refuse two literal senders of a name.
 
     ``code_maps`` keys the memoized table when every task's code map follows its source
-    (``tasks_source_derived``); otherwise the sources are read again.
+    (``tasks_source_derived``); otherwise the sources are read again. A table missed (one
+    reactor edited) is rebuilt from the entries of the reactors whose code maps are unchanged.
     """
     fixed = {n.name: static.StaticIO(frozenset(n.task.outputs.values()), frozenset(n.task.inputs.values()))
              for n in state.order if n.task.outputs is not None}
     from_source = [n for n in state.order if n.name not in fixed]
-    derived = {name: code_maps[name] for name in tasks_source_derived}
-    complete = len(derived) == len(from_source)
+    complete = len(tasks_source_derived) == len(from_source)
+    digests = state.code_digests
+    if complete:
+        for name in tasks_source_derived:  # the trace index reads them too
+            if name not in digests:
+                digests[name] = code_digest(code_maps[name])
+    derived = {name: digests[name] for name in tasks_source_derived} if complete else {}
     state.static_io = static.load_table(memo, derived) if complete else None
     if state.static_io is None:
-        reached = {n.name: _sources(n, scope) for n in from_source}
-        state.static_io = static.reactor_ios(reached, memo)
+        known = static.load_entries(memo, derived) if complete else {}
+        reached = {n.name: _sources(n, scope) for n in from_source if n.name not in known}
+        state.static_io = {**known, **static.reactor_ios(reached, memo)}
         if complete:
-            static.store_table(memo, derived, state.static_io)
+            static.store_table(memo, derived, state.static_io, scanned=reached)
     state.static_io.update(fixed)
     for node in state.order:
         for name in _sends(node, state):
@@ -65,7 +73,9 @@ def check_producers(state: SessionState, target: Node, meta: Any) -> None:
     while pending:
         node = pending.pop()
         for name in sorted(state.static_io[node.name].receives):
-            producers = state.senders.get(name) or candidates(state, name, meta)
+            # a recorded producer whose source no longer sends the name cannot make it
+            producers = [p for p in state.senders.get(name) or candidates(state, name, meta)
+                         if state.static_io[p.name].may_send(name)]
             if not producers:
                 raise not_found(state, node, name, [], meta)
             for producer in producers:
