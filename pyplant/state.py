@@ -14,7 +14,12 @@ them on every run). What counts is what the code the walk reaches does (``byteco
   ``self.attr = v`` makes ``attr`` state for every instance of the class; ``self.items.append``
   makes the object found at ``items`` state, on each instance and on the class;
 * a method of a user class that mutates ``self`` is read like any code: calling
-  ``SMOOTHER.update()`` is not by itself a mutation of SMOOTHER.
+  ``SMOOTHER.update()`` is not by itself a mutation of SMOOTHER;
+* a method counts only once reached code can call it (``walk.py``): its name is used as an
+  attribute by reached code, or it is a special method Python calls by itself. A method no
+  reached code names ran, if at all, at import (``MODEL = Model().fit(data)``), and
+  ``__init_subclass__`` and ``__set_name__`` run as a class statement executes: what they set
+  is an import-time value, tracked like any constant.
 
 Only mutable objects become state: ``n += 1`` on an int is a rebinding, caught by ``global``.
 """

@@ -73,6 +73,11 @@ class _Walk:
         self.order: list[_Node] = []
         self.pending: list[_Node] = []
         self.state = State(self._is_user_class)
+        # What a method mutates is state only once reached code can call it: a method whose
+        # name no reached code uses as an attribute ran, if at all, at import (a model fitted
+        # at module level), so what it set is import-time value, tracked like any constant.
+        self.called: set[str] = set()                  # attribute names used by callable code
+        self.uncalled: dict[str, list[tuple]] = {}     # method name -> mutations not yet callable
         self.tokenizer = Tokenizer(self._code_text, self._untracked, self.state)
 
     def maps(self, funcs: Mapping[str, Callable]) -> dict[str, dict[str, str]]:
@@ -182,7 +187,7 @@ class _Walk:
                     self._expand_class(node)
 
     def _expand_function(self, node: _Node, func: types.FunctionType, role: str | None,
-                         owner: type | None) -> None:
+                         owner: type | None, attr: str | None = None) -> None:
         """Edges of ``node`` to what ``func`` names: globals, imports, attributes of user
         modules. Its defaults and cells are tokenized with its value (``_bound``)."""
         code = func.__code__
@@ -209,7 +214,20 @@ class _Walk:
             elif module is not None:  # a library not imported yet: by its name
                 node.edges.append((None, self._lib(module), None))
         self._module_attributes(node, modules, facts.attributes)
-        self.state.add_function(func, facts, role, owner)
+        if attr is None or _implicitly_called(attr) or attr in self.called:
+            self._callable(func, facts, role, owner)
+        else:
+            self.uncalled.setdefault(attr, []).append((func, facts, role, owner))
+
+    def _callable(self, func: types.FunctionType, facts: Any, role: str | None, owner: type | None) -> None:
+        """Record what ``func`` mutates, and make the methods it names callable in turn."""
+        work = [(func, facts, role, owner)]
+        while work:
+            func, facts, role, owner = work.pop()
+            self.state.add_function(func, facts, role, owner)
+            for name in facts.attributes - self.called:
+                self.called.add(name)
+                work.extend(self.uncalled.pop(name, ()))
 
     def _edge(self, node: _Node, value: Any, binding: str | None) -> None:
         target = self._node(value)
@@ -276,7 +294,7 @@ class _Walk:
                 self.state.add_instance_attr(cls, name)  # filled in on first access: state
             for func, role in _methods(name, value):
                 if self.scope.is_user_function(func):
-                    self._expand_function(node, func, role, cls)
+                    self._expand_function(node, func, role, cls, attr=name)
                 else:
                     self._edge(node, func, None)
 
@@ -430,6 +448,16 @@ def _imported_modules(name: str, level: int, namespace: dict) -> list[types.Modu
         return []
     parts = name.split(".")
     return [m for m in (sys.modules.get(".".join(parts[:i + 1])) for i in range(len(parts))) if m is not None]
+
+
+# Special methods run when a class statement executes (at import), not by reached code.
+_CLASS_CREATION = frozenset({"__init_subclass__", "__set_name__"})
+
+
+def _implicitly_called(name: str) -> bool:
+    """Special methods Python calls by itself (``x[k]``, ``len(x)``, ``with x``) are callable
+    whenever their class is reached; those run only as a class is created are not."""
+    return name.startswith("__") and name.endswith("__") and name not in _CLASS_CREATION
 
 
 def _methods(name: str, value: Any) -> list[tuple[types.FunctionType, str | None]]:

@@ -178,3 +178,78 @@ def test_unrelated_function_mutating_a_constant_does_not_make_it_state(tmp_path)
         return v * PARAMS["k"]
     ''')
     scenario.check('PARAMS = {"k": 2}', 'PARAMS = {"k": 4}', {"produce"})
+
+
+def test_instance_fitted_at_import_tracks_what_fitting_set(tmp_path):
+    """A model fitted at module level (``MODEL = Model().fit(data)``) sets ``self.w`` in a
+    method no reactor calls: that is its import-time value, not state, so editing the data it
+    was fitted on re-runs the reactor that predicts with it."""
+    scenario = Scenario(tmp_path, '''
+    class Model:
+        def __init__(self):
+            self.w = 0
+
+        def fit(self, xs):
+            self.w = sum(xs)
+            return self
+
+        def pred(self, x):
+            return x * self.w
+
+    MODEL = Model().fit([1, 2])
+
+    def compute(v):
+        return MODEL.pred(v)
+    ''')
+    scenario.check("MODEL = Model().fit([1, 2])", "MODEL = Model().fit([1, 5])", {"produce"})
+
+
+def test_method_a_reactor_calls_still_makes_what_it_sets_state(tmp_path):
+    """The same class, but a reactor calls ``MODEL.update()``: what it sets changes while
+    reactors run, so it is state and a re-run in the same process or a new one re-runs nothing."""
+    _check_state_never_reruns(tmp_path, '''
+    class Counter:
+        def __init__(self):
+            self.calls = 0
+            self.items = []
+
+        def update(self, v):
+            self.calls += 1
+            self.items.append(v)
+            return v
+
+    COUNTER = Counter()
+    SCALE = 2
+
+    def step(v):
+        return COUNTER.update(v) * SCALE
+
+    def read(v):
+        return v + COUNTER.calls * 0 + len(COUNTER.items) * 0
+    ''', ("SCALE = 2", "SCALE = 3"))
+
+
+def test_registry_filled_as_classes_are_created_follows_the_classes(tmp_path):
+    """A plugin registry filled by ``__init_subclass__`` (run as each class statement executes,
+    at import) is an import-time value: the classes in it are followed, so editing a plugin's
+    method re-runs the reactor that runs the plugins."""
+    scenario = Scenario(tmp_path, '''
+    class Base:
+        registry = []
+
+        def __init_subclass__(cls, **kw):
+            super().__init_subclass__(**kw)
+            Base.registry.append(cls)
+
+    class A(Base):
+        def run(self, x):
+            return x + 1
+
+    class B(Base):
+        def run(self, x):
+            return x * 10
+
+    def compute(v):
+        return sum(c().run(v) for c in Base.registry)
+    ''')
+    scenario.check("return x + 1", "return x + 9", {"produce"})
