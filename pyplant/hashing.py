@@ -62,10 +62,19 @@ def array_hash(arr: np.ndarray) -> str:
     """
     arr = np.ascontiguousarray(arr)
     h = xxhash.xxh3_128()
-    h.update(f"array{_SEP!r}{arr.dtype.str}{_SEP!r}{arr.shape}".encode())
+    h.update(f"array{_SEP!r}{dtype_text(arr.dtype)}{_SEP!r}{arr.shape}".encode())
     if arr.size:
         h.update(arr.reshape(-1).view(np.uint8))
     return h.hexdigest()
+
+
+def dtype_text(dtype: np.dtype) -> str:
+    """A dtype as text that tells every two dtypes apart: ``dtype.str`` (``'<f8'``,
+    ``'<M8[s]'``) for plain ones; for structured and sub-array dtypes, whose ``str`` is only
+    ``'|V8'``, their description too (field names, formats, shapes)."""
+    if dtype.names is None and dtype.subdtype is None:
+        return dtype.str
+    return f"{dtype.str}{dtype.descr!r}"
 
 
 def file_hash(path: str, block_bytes: int = 1 << 24) -> str:

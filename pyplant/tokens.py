@@ -5,12 +5,15 @@ One encoder serves config values (``stable_token``, below) and the data that cod
 (``dependencies.py``). It dispatches on what a value is:
 
 * scalars by ``repr`` (ints of any size by their bytes), strings and bytes by content;
-* containers element-wise (dict items and sets sorted, so ``{'a': 1, 'b': 2}`` equals
-  ``{'b': 2, 'a': 1}``); a container that holds itself encodes the back reference
+* containers element-wise (dicts in their order, which code iterating them sees; sets
+  sorted); a container that holds itself encodes the back reference
   (``cycle:k``, k levels up) instead of recursing;
 * arrays by content (``array_hash``), pandas objects by ``hash_pandas_object`` plus dtypes and
-  names, NumPy scalars by dtype and bytes; arrays mapped from a file (``np.load(mmap_mode=...)``,
-  received ingredients) and HDF5 datasets by the file's identity, size and modification time;
+  names (a categorical by its categories and their order too), NumPy scalars by dtype and
+  bytes (``hashing.dtype_text``: structured dtypes by their fields); arrays mapped read-only
+  from a file (``np.load(mmap_mode='r')``, received ingredients) and HDF5 datasets by the
+  file's identity, size and modification time (a writable mapping by content: its pages may
+  differ from the file's);
 * code (functions, classes, modules, builtins) through the ``code`` callback: the config
   encoder asks for a hash of all the code a callable reaches, the dependency walk for a label;
 * bound methods, partials, ``staticmethod``/``classmethod``/``property`` and wrappers with
@@ -44,7 +47,6 @@ _SCALARS = (type(None), bool, float, complex)
 _LONG_TEXT = 256          # longer strings and bytes are encoded by their hash
 _BIG_INT_BITS = 4096      # ints beyond this are encoded by their bytes (repr is limited)
 
-_ORDERED = (collections.OrderedDict,)  # their order is part of their value
 _CODE_TYPES = (types.FunctionType, type, types.ModuleType, types.BuiltinFunctionType,
                types.WrapperDescriptorType, types.MethodDescriptorType,
                types.ClassMethodDescriptorType, types.GetSetDescriptorType,
@@ -167,12 +169,12 @@ class Tokenizer:
             mapped = _mapped_file(value)
             if mapped is not None:
                 return mapped
-        if kind is np.ndarray:
+        if kind is np.ndarray or kind is np.memmap:  # a memmap here is writable: by content
             if value.dtype.hasobject:
-                return f"ndarray:{value.dtype.str}{value.shape}[{enc(value.tolist())}]"
+                return f"ndarray:{hashing.dtype_text(value.dtype)}{value.shape}[{enc(value.tolist())}]"
             return f"ndarray:{hashing.array_hash(value)}"
         if isinstance(value, np.generic) and not value.dtype.hasobject:
-            return f"np:{value.dtype.str}:{value.tobytes().hex()}"
+            return f"np:{hashing.dtype_text(value.dtype)}:{value.tobytes().hex()}"
         if kind is range:
             return f"range({value.start},{value.stop},{value.step})"
         if kind is slice:
@@ -208,9 +210,8 @@ class Tokenizer:
 
     def _encode_dict(self, value: dict) -> str:
         enc = self.encode
+        # in order: equal dicts in another order are iterated differently by the code reading them
         items = [f"{enc(k)}:{enc(v)}" for k, v in value.items()]
-        if not isinstance(value, _ORDERED):  # equal dicts are equal whatever their order
-            items.sort()
         extra = ""
         if isinstance(value, collections.defaultdict):
             extra = f"default={enc(value.default_factory)}"
@@ -258,20 +259,26 @@ class Tokenizer:
         import pandas as pd  # only when the value is a pandas object
 
         enc = self.encode
+
+        def dtype(d: Any) -> str:  # a categorical's str is 'category', whatever its categories
+            if isinstance(d, pd.CategoricalDtype):
+                return f"category({enc(list(d.categories))},{d.ordered})"
+            return str(d)
+
         try:
             if isinstance(value, pd.DataFrame):
                 content = pd.util.hash_pandas_object(value, index=True).to_numpy()
                 return (f"pandas.DataFrame{value.shape}:{hashing.array_hash(content)}:"
-                        f"{enc(list(value.columns))}:{enc([str(d) for d in value.dtypes])}:"
-                        f"{enc(list(value.index.names))}:{value.index.dtype}")
+                        f"{enc(list(value.columns))}:{enc([dtype(d) for d in value.dtypes])}:"
+                        f"{enc(list(value.index.names))}:{dtype(value.index.dtype)}")
             if isinstance(value, pd.Series):
                 content = pd.util.hash_pandas_object(value, index=True).to_numpy()
                 return (f"pandas.Series{value.shape}:{hashing.array_hash(content)}:{enc(value.name)}:"
-                        f"{value.dtype}:{enc(list(value.index.names))}:{value.index.dtype}")
+                        f"{dtype(value.dtype)}:{enc(list(value.index.names))}:{dtype(value.index.dtype)}")
             if isinstance(value, pd.Index):
                 content = pd.util.hash_pandas_object(value).to_numpy()
                 return (f"pandas.{type(value).__name__}{value.shape}:{hashing.array_hash(content)}:"
-                        f"{value.dtype}:{enc(list(value.names))}")
+                        f"{dtype(value.dtype)}:{enc(list(value.names))}")
         except TypeError:  # unhashable cells (lists in an object column): by their parts instead
             return None
         return None
@@ -289,12 +296,14 @@ def _mapped_file(arr: np.ndarray) -> str | None:
         base = base.base
     else:
         return None
+    if base.mode != "r":  # writable or copy-on-write: its pages, not the file, hold the values
+        return None
     try:
         stat = os.stat(base.filename)
     except OSError:
         return f"mmap:{base.filename}:missing"
     offset = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0] + base.offset
-    return (f"mmap:{os.path.realpath(base.filename)}:{stat.st_size}:{stat.st_mtime_ns}:{arr.dtype.str}:"
+    return (f"mmap:{os.path.realpath(base.filename)}:{stat.st_size}:{stat.st_mtime_ns}:{hashing.dtype_text(arr.dtype)}:"
             f"{arr.shape}:{arr.strides}:{offset}")
 
 

@@ -210,10 +210,11 @@ def test_array_param_compared_by_content(open_plant):
 
 
 def test_nested_container_params(open_plant):
-    """Nested dicts/lists/tuples compare by content; one changed leaf re-runs the reader."""
+    """Nested dicts/lists/tuples compare by content (a new but equal object verifies); one
+    changed leaf re-runs the reader."""
     reactors = reader_reactors("nested")
     run_with(open_plant, {"nested": {"a": [1, (2, 3)], "b": {"c": None}}}, reactors)
-    _, events = run_with(open_plant, {"nested": {"b": {"c": None}, "a": [1, (2, 3)]}}, reactors)
+    _, events = run_with(open_plant, {"nested": {"a": [1, (2, 3)], "b": {"c": None}}}, reactors)
     assert events.started == ["target"]
     _, events = run_with(open_plant, {"nested": {"a": [1, (2, 4)], "b": {"c": None}}}, reactors)
     assert events.started == ["target", "reader"]
@@ -667,3 +668,48 @@ def test_cached_property_of_a_config_value_is_not_part_of_its_token():
     fresh, used = Window(4), Window(4)
     assert used.half == 2  # now cached in used.__dict__
     assert stable_token(fresh) == stable_token(used) != stable_token(Window(6))
+
+
+def _reruns_on_change(open_plant, first, second):
+    """Whether the config going from ``first`` to ``second`` (for parameter x) re-runs its reader."""
+    reactors = reader_reactors()
+    run_with(open_plant, {"x": first}, reactors)
+    _, events = run_with(open_plant, {"x": second}, reactors)
+    return events.started == ["target", "reader"]
+
+
+@pytest.mark.parametrize("kind", ["structured field renamed", "categories reordered", "dict reordered"])
+def test_values_that_differ_only_in_what_code_reads_of_them_rerun(open_plant, kind):
+    """What a reactor can read off a value counts: the field names of a structured array, the
+    order of a categorical's categories (``sort_values`` follows it), the order of a dict's
+    keys (``list(d)`` follows it). Values equal in content and order still verify."""
+    import pandas as pd
+    make = {
+        "structured field renamed": lambda name: np.zeros(2, dtype=[(name, "f8")]),
+        "categories reordered": lambda first: pd.Series(pd.Categorical(
+            ["a", "b"], categories=["a", "b"] if first == "a" else ["b", "a"])),
+        "dict reordered": lambda first: {"a": 1, "b": 2} if first == "a" else {"b": 2, "a": 1},
+    }[kind]
+    first, second = ("x", "y") if kind == "structured field renamed" else ("a", "b")
+    assert _reruns_on_change(open_plant, make(first), make(second))
+    assert not _reruns_on_change(open_plant, make(second), make(second))
+
+
+def test_writable_memmap_param_is_compared_by_content(open_plant, tmp_path):
+    """A memmap opened for writing (``mode='w+'``) holds its values in its pages, not in the
+    file: the same values written again into a new file verify (a new mtime is no change);
+    other values re-run the reader, though the file's size and name are the same."""
+    path = str(tmp_path / "values.dat")
+
+    def mapped(values):
+        m = np.memmap(path, mode="w+", dtype="f8", shape=(3,))
+        m[:] = values
+        return m
+
+    reactors = reader_reactors()
+    run_with(open_plant, {"x": mapped([1.0, 2.0, 3.0])}, reactors)
+    _, same = run_with(open_plant, {"x": mapped([1.0, 2.0, 3.0])}, reactors)
+    assert same.started == ["target"]
+    plant, changed = run_with(open_plant, {"x": mapped([1.0, 2.0, 4.0])}, reactors)
+    assert changed.started == ["target", "reader"]
+    np.testing.assert_array_equal(plant.fetch_ingredient("result")[0], [1.0, 2.0, 4.0])
