@@ -190,3 +190,33 @@ def test_damaged_environment_is_moved_aside_with_a_warning(tmp_path, damage):
     assert glob.glob(str(plant_dir / "meta.lmdb.corrupt-*"))
     third = result_of(run_script(script, plant_dir))
     assert third["started"] == ["target"]
+
+
+def damage_last_page(path):
+    """Random bytes over the last page: after a clean close no open check reads it (a page of
+    LMDB's free list), and only a commit that reuses it finds it damaged."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek((size // 4096 - 1) * 4096)
+        f.write(np.random.default_rng(7).bytes(4096))
+
+
+def test_damage_met_in_use_is_moved_aside_at_the_next_open(tmp_path):
+    """A damaged page that no open check reads fails the commit that meets it with a
+    WarehouseError saying what will happen; it no longer fails the same way on every run:
+    the next process moves the environment aside, runs everything once with the right
+    result, and the process after it runs only the target."""
+    script = write_script(tmp_path / "env.py", ENV_SCRIPT.replace("np.arange(100)", "np.arange(300_000)"))
+    plant_dir = tmp_path / "plant"
+    assert result_of(run_script(script, plant_dir))["started"] == ["target", "source"]
+    damage_last_page(str(plant_dir / "meta.lmdb" / "data.mdb"))
+    failed = run_script(script, plant_dir, expect_ok=False)
+    assert failed.returncode != 0
+    assert "WarehouseError" in failed.stderr and "moved aside when the plant is opened next" in failed.stderr
+    proc = run_script(script, plant_dir)
+    second = result_of(proc)
+    assert second["started"] == ["target", "source"]
+    assert second["result"]["total"] == sum(range(300_000))
+    assert "moved it to" in proc.stderr, proc.stderr
+    assert glob.glob(str(plant_dir / "meta.lmdb.corrupt-*"))
+    assert result_of(run_script(script, plant_dir))["started"] == ["target"]

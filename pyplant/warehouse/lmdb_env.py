@@ -155,6 +155,29 @@ class WriteTxn:
 
 _META_MAGIC = 0xBEEFC0DE
 _CLEAN_STAMP = "closed-cleanly"
+_DAMAGED = "damaged"  # written when LMDB reports a damaged page in use: moved aside at next open
+DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError)
+
+
+def mark_damaged(path: str, exc: BaseException) -> None:
+    """Record that LMDB met a damaged page while the environment was in use (a page no open
+    check reads, such as one of the free list, fails only when a commit reuses it): the next
+    open moves the environment aside instead of failing the same way on every run."""
+    try:
+        with open(os.path.join(path, _DAMAGED), "w") as f:
+            f.write(f"{type(exc).__name__}: {exc}")
+    except OSError:
+        return
+    logger.warning("the plant metadata in %s is damaged (%s: %s); it will be moved aside when "
+                   "the plant is opened next", path, type(exc).__name__, exc)
+
+
+def _marked_damaged(path: str) -> str | None:
+    try:
+        with open(os.path.join(path, _DAMAGED)) as f:
+            return f.read() or "no reason recorded"
+    except OSError:
+        return None
 
 
 class Damaged(Exception):
@@ -259,6 +282,9 @@ def _open_env(path: str, durable: bool) -> tuple[lmdb.Environment, dict[bytes, A
 
 
 def _open_checked(path: str, durable: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
+    marked = _marked_damaged(path)
+    if marked is not None:
+        raise Damaged(f"a damaged page was met while it was in use ({marked})")
     _check_file(path)
     deep = os.path.exists(os.path.join(path, "data.mdb")) and not _closed_cleanly(path)
     try:
@@ -311,6 +337,9 @@ def _open_readonly(path: str) -> tuple[lmdb.Environment, dict[bytes, Any]]:
     """
     if not os.path.exists(os.path.join(path, "data.mdb")):
         raise Damaged(f"{path} holds no plant metadata (no data.mdb)")
+    marked = _marked_damaged(path)
+    if marked is not None:
+        raise Damaged(f"a damaged page was met while it was in use ({marked})")
     _check_file(path)
     options = dict(map_size=MAP_SIZE, max_dbs=len(DBS) + 2, subdir=True, readonly=True,
                    create=False, max_readers=512)

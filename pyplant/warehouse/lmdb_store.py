@@ -153,6 +153,7 @@ class LmdbMetadata(MetadataBackend):
         self._closed = False
 
     def _error(self, what: str, exc: Exception) -> PlantClosedError | WarehouseError:
+        self._note_damage(exc)
         if self._closed:
             return PlantClosedError(f"the plant metadata in {self.path} was closed (the plant was "
                                     f"shut down)", path=self.path)
@@ -342,9 +343,20 @@ class LmdbMetadata(MetadataBackend):
         except (lmdb.Error, OSError) as exc:  # a full disk, a read-only mount: what finished before stays
             if self._closed:
                 raise self._error("commit_trace", exc) from exc
+            damaged = self._note_damage(exc)
             raise WarehouseError(f"cannot record the trace of reactor '{trace.reactor}': "
-                                 f"{type(exc).__name__}: {exc}", reactor=trace.reactor,
-                                 path=self.path) from exc
+                                 f"{type(exc).__name__}: {exc}" + (
+                                     "; the metadata is damaged: it will be moved aside when the "
+                                     "plant is opened next, and every reactor will run once"
+                                     if damaged else ""),
+                                 reactor=trace.reactor, path=self.path) from exc
+
+    def _note_damage(self, exc: BaseException) -> bool:
+        """Mark the environment for moving aside when LMDB reports a damaged page."""
+        if isinstance(exc, lmdb_env.DAMAGE_ERRORS) and not self.readonly:
+            lmdb_env.mark_damaged(self.path, exc)
+            return True
+        return False
 
     def _commit(self, trace: Trace, history: HistoryRecord) -> None:
         record = _dump(trace.to_record())
