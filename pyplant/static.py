@@ -132,12 +132,12 @@ def _literal_name(call: ast.Call) -> str | None:
 def _table_key(code_digests: dict[str, str]) -> str:
     """One hash of every reactor's code-map digest: the sends and receives follow from them."""
     lines = sorted(f"{name}\x1f{digest}" for name, digest in code_digests.items())
-    return hashing.digest("static-io-table", "\n".join(lines))
+    return hashing.digest("static-io-table-2", "\n".join(lines))
 
 
 def _entry_key(code_digest: str) -> str:
     """The memo key of one reactor's sends and receives: its code map decides them."""
-    return "static-io-task:" + code_digest
+    return "static-io-task-2:" + code_digest
 
 
 def load_table(memo: Any, code_digests: dict[str, str]) -> dict[str, StaticIO] | None:
@@ -218,7 +218,7 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 
 def reached_functions(func: Callable, is_user_module: Callable[[str | None], bool]) -> list[Callable]:
     """``func`` and the user functions it reaches through globals, closures and defaults
-    (functions only: classes and constants cannot send)."""
+    (functions only: classes and constants cannot send), less other reactors."""
     seen: dict[int, Callable] = {}
     pending = [func]
     while pending:
@@ -226,6 +226,8 @@ def reached_functions(func: Callable, is_user_module: Callable[[str | None], boo
         f = getattr(f, "__func__", f)
         if id(f) in seen:
             continue
+        if f is not func and getattr(getattr(f, "pyplant", None), "isReactor", False):
+            continue  # another reactor (run by a plant made in this one): its sends are its own
         seen[id(f)] = f
         wrapped = getattr(f, "__wrapped__", None)
         if wrapped is not None:

@@ -292,3 +292,28 @@ def test_an_edited_reactors_sends_are_read_again_and_the_others_reused(tmp_path)
     assert third["started"] == []
     assert "receives ingredient 'raw'" in third["result"]["error"]
     assert "did you mean 'raw_v2'?" in third["result"]["error"]
+
+
+def test_a_reactor_running_another_plant_is_not_taken_for_a_producer(open_plant, tmp_path):
+    """A reactor that runs a second plant (on another directory) with a reactor of this one
+    does not send what that reactor sends: no DuplicateProducerError, and each plant's
+    ingredient comes from its own run."""
+    from pyplant import Plant
+
+    @ReactorFunc
+    def make_x(pipe):
+        pipe.send("x", 1)
+
+    @ReactorFunc
+    def nested(pipe):
+        with Plant(str(tmp_path / "inner")) as inner:
+            inner.add_reactors(make_x)
+            inner.run_reactor(make_x)
+            value = inner.fetch_ingredient("x")
+        x = yield pipe.receive("x")
+        pipe.send("z", value + 10 * x)
+
+    plant, events = open_plant(reactors=[make_x, nested])
+    plant.run_reactor(nested)
+    assert plant.fetch_ingredient("z") == 11
+    assert sorted(events.started) == ["make_x", "nested"]
