@@ -317,3 +317,38 @@ def test_a_reactor_running_another_plant_is_not_taken_for_a_producer(open_plant,
     plant.run_reactor(nested)
     assert plant.fetch_ingredient("z") == 11
     assert sorted(events.started) == ["make_x", "nested"]
+
+
+@pytest.mark.parametrize("receive_first", ["other", "data"])
+@pytest.mark.parametrize("how", ["constant", "loop"])
+def test_a_name_built_at_run_time_that_another_reactor_sends_literally_is_refused(open_plant, how, receive_first):
+    """``pipe.send(OUT, ...)`` with ``OUT = 'data'`` (or names from a loop) while another
+    reactor sends 'data' literally: refused at the send, whatever the order of receives (it
+    used to depend on it: receiving 'other' first served the second producer's 'data')."""
+    out = "data"
+
+    @ReactorFunc
+    def literal(pipe):
+        pipe.send("data", 1)
+
+    if how == "constant":
+        @ReactorFunc
+        def built(pipe):
+            pipe.send(out, 2)
+            pipe.send("other", 5)
+    else:
+        @ReactorFunc
+        def built(pipe):
+            for name in [out, "other"]:
+                pipe.send(name, 2)
+
+    @ReactorFunc
+    def final(pipe):
+        first = yield pipe.receive(receive_first)
+        second = yield pipe.receive("data" if receive_first == "other" else "other")
+        pipe.send("result", (first, second))
+
+    plant, _ = open_plant(reactors=[literal, built, final])
+    with pytest.raises(DuplicateProducerError, match="'literal' and 'built' both send ingredient 'data'") as info:
+        plant.run_reactor(final)
+    assert info.value.reactor == "built" and info.value.ingredient == "data"

@@ -179,14 +179,20 @@ def _unblocked_below(state: SessionState, node: Node) -> Node | None:
 
 
 def check_single_producer(state: SessionState, node: Node, name: str, meta: Any) -> None:
-    """Another task sent ``name`` this session, or the plant records another producer whose
-    source still sends it: refuse, before the value is stored.
+    """Another task sent ``name`` this session, another task's source sends it literally (this
+    one builds the name at run time: ``pipe.send(NAME, ...)``), or the plant records another
+    producer whose source still sends it: refuse, before the value is stored.
 
     Raises
     ------
     DuplicateProducerError
         naming both tasks.
     """
+    literal = next((p for p in state.senders.get(name, ()) if p is not node), None)
+    if literal is not None:
+        raise DuplicateProducerError(
+            f"reactors '{literal.name}' and '{node.name}' both send ingredient '{name}'; "
+            f"an ingredient has exactly one producer", reactor=node.name, ingredient=name)
     entry = state.available.get(name)
     other = entry[1] if entry is not None else recorded_producer(state, name, meta)
     if other is None or other is node:
