@@ -42,6 +42,7 @@ reactor (its own type, not wrapped), 2 a usage error of the command line itself:
      25   +-- StepUsageError(PyPlantError, TypeError)               a step or lazy result misused
      26   +-- StepCommandError(PyPlantError, RuntimeError)          a program run as a step failed
      27   +-- ComponentError(PyPlantError, ValueError)              a component file cannot be used
+     28   +-- NotExplainedError(UnknownReactorError, KeyError)      explain() names no task of the last run
 
 An exception raised *inside* a reactor is not wrapped: it propagates out of
 ``Plant.run_reactor`` with its original type, with a note naming the reactor.
@@ -270,3 +271,13 @@ class ComponentError(PyPlantError, ValueError):
     input or output it uses but does not declare, a required input not given."""
 
     exit_code = 27
+
+
+class NotExplainedError(UnknownReactorError, KeyError):
+    """``explain(name)`` named no reactor or step of the last run (with the closest name that
+    was); also a ``KeyError``, as a lookup of the returned mapping would raise."""
+
+    exit_code = 28
+
+    def __str__(self) -> str:  # KeyError's own would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -14,7 +14,7 @@ from . import hashing, reactor as _reactor, static, tracking
 from .config import ConfigBase
 from .dependencies import CodeMapper, CodeScope
 from .errors import (IngredientNotFoundError, PlantClosedError, PlantDirError, ReactorDefinitionError,
-                     ReentrantRunError, StepUsageError, UnknownReactorError)
+                     NotExplainedError, ReentrantRunError, StepUsageError, UnknownReactorError)
 from .pipework import check_name
 from .engine import EngineContext, ExecutionRecord, PlantSession, Scheduler, Task, fetch, reactor_task
 from .running import active_plant
@@ -123,6 +123,9 @@ class Plant:
         """``with Plant(dir) as plant:``: step results computed with ``.result()`` and
         pipelines called directly run on this plant, and step calls made in the block are
         named in their order in it (``scale``, ``scale_1``); the plant shuts down at the end."""
+        if self._closed:
+            raise PlantClosedError(f"the plant on {self.plantDir!r} was shut down; a `with` "
+                                   f"block needs an open plant: create a new Plant")
         self._entered.append((active_plant.set(self), step_graph.new_graph()[1]))
         return self
 
@@ -417,12 +420,22 @@ class Plant:
         Reasons read "target of run_reactor", "no trace yet", "code changed: function
         helpers.scale", "config parameter 'lr' changed from 0.1 to 0.2", "input 'data'
         changed", "forced", or "up to date" for a reactor verified without running. With a
-        reactor, returns its reason alone (KeyError when it was not involved).
+        reactor, returns its reason alone.
+
+        Raises
+        ------
+        NotExplainedError
+            (also a ``KeyError``) when the last run did not involve that reactor, with the
+            closest name that it did involve.
         """
         decisions = self._session.decisions
         if reactor is None:
             return dict(decisions)
-        return decisions[_reactor.reactor_name(reactor)]
+        name = _reactor.reactor_name(reactor)
+        if name not in decisions:
+            raise NotExplainedError(f"reactor '{name}' was not part of the last run"
+                                    f"{static.did_you_mean(name, decisions)}", reactor=name)
+        return decisions[name]
 
     @_open_only
     def fetch_ingredient(self, name: str) -> Any:

@@ -17,7 +17,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Protocol
 
-from .errors import ReactorDefinitionError
+from .errors import ReactorDefinitionError, UnknownReactorError
 from .naming import module_label
 from .running import active_run
 
@@ -138,7 +138,15 @@ def SubreactorFunc(func: Callable | None = None, *, version: str | None = None) 
 
 
 def reactor_name(func_or_name: Callable | str) -> str:
-    return func_or_name if isinstance(func_or_name, str) else func_or_name.__name__
+    """The name of a reactor given as a function or a name; ``UnknownReactorError`` for
+    anything else (``plant.force(42)``)."""
+    if isinstance(func_or_name, str):
+        return func_or_name
+    name = getattr(func_or_name, "__name__", None) if callable(func_or_name) else None
+    if not isinstance(name, str):
+        raise UnknownReactorError(f"{func_or_name!r} is neither a reactor (a function) nor the "
+                                  f"name of one")
+    return name
 
 
 def is_reactor(func: Any) -> bool:

@@ -622,3 +622,39 @@ def test_full_disk_while_a_reactor_raises_shows_the_reactors_error(open_plant, m
     with pytest.raises(BoomError):
         plant2.run_reactor(failing)
     assert events.started == ["failing"]  # 'first' committed before the disk filled up
+
+
+def test_misnamed_calls_say_what_they_meant(open_plant):
+    """explain() of a reactor the last run did not involve, force() of something that is no
+    reactor, fetch_ingredient() of a typo: pyplant errors, with the closest name."""
+    from pyplant.errors import IngredientNotFoundError, NotExplainedError, UnknownReactorError
+
+    @ReactorFunc
+    def load_data(pipe):
+        pipe.send("data", 1)
+
+    plant, _ = open_plant(reactors=[load_data])
+    plant.run_reactor(load_data)
+    with pytest.raises(NotExplainedError, match="'load_dta' was not part of the last run.*did you mean 'load_data'"):
+        plant.explain("load_dta")
+    with pytest.raises(KeyError):  # as a lookup of explain()'s mapping would
+        plant.explain("load_dta")
+    with pytest.raises(UnknownReactorError, match="42 is neither a reactor"):
+        plant.force(42)
+    with pytest.raises(IngredientNotFoundError, match="'dta' is not in the warehouse.*did you mean 'data'"):
+        plant.fetch_ingredient("dta")
+
+
+def test_a_closed_plant_cannot_be_entered_again_nor_its_warehouse_extended(open_plant):
+    from pyplant.errors import PlantClosedError
+
+    plant, _ = open_plant()
+    warehouse = plant.warehouse
+    plant.shutdown()
+    with pytest.raises(PlantClosedError):
+        with plant:
+            pass
+    with pytest.raises(PlantClosedError):
+        warehouse.register_codecs([])
+    with pytest.raises(PlantClosedError):
+        warehouse.register_ingredient_specs([])

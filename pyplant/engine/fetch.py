@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import static
 from ..errors import IngredientNotFoundError
 from ..warehouse import Warehouse
 from .session import PlantSession, resident_bytes
@@ -25,7 +26,9 @@ def fetch(warehouse: Warehouse, session: PlantSession, name: str) -> Any:
         producer = warehouse.metadata.producer(name)
         version = warehouse.metadata.latest_version(producer, name) if producer else None
         if version is None:
-            raise IngredientNotFoundError(f"ingredient '{name}' is not in the warehouse",
+            known = warehouse.metadata.ingredient_names() if producer is None else ()
+            raise IngredientNotFoundError(f"ingredient '{name}' is not in the warehouse"
+                                          f"{static.did_you_mean(name, known)}",
                                           reactor=producer, ingredient=name)
     key = version_key(version)
     if key in session.values:

@@ -28,8 +28,8 @@ import logging
 import os
 from typing import Any, Iterable
 
-from ..errors import (AllocationError, IngredientTypeError, PlantDirError, PyPlantError,
-                      SerializationError, WarehouseError)
+from ..errors import (AllocationError, IngredientTypeError, PlantClosedError, PlantDirError,
+                      PyPlantError, SerializationError, WarehouseError)
 from . import codecs as _codecs, locations
 from .backend import BlobBackend, MetadataBackend
 from .codecs import INLINE_MAX_BYTES, VERIFY_MAX_BYTES, Codec, Stored, damaged
@@ -76,6 +76,7 @@ class _Codecs:
         IngredientTypeError
             for a spec whose ``get_name()`` is not a non-empty str.
         """
+        self._check_open("register_ingredient_specs")
         for spec in specs:
             if isinstance(spec, type):
                 spec = spec()
@@ -93,6 +94,7 @@ class _Codecs:
         IngredientTypeError
             for a codec without a key.
         """
+        self._check_open("register_codecs")
         for codec in codecs:
             self.codecs.register(codec)
             self.ingredientSpecs.pop(codec.key, None)
@@ -402,6 +404,11 @@ class Warehouse(_Codecs):
     def closed(self) -> bool:
         """True once ``close`` was called."""
         return self._closed
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise PlantClosedError(f"the warehouse in {self.plantDir} was closed (its plant was "
+                                   f"shut down); {what}() needs an open plant", path=self.plantDir)
 
     def close(self) -> None:
         """Close codec and spec handles, the lease and the metadata; idempotent, and completes
