@@ -190,6 +190,42 @@ def test_subreactor_called_without_yield_from_is_named(open_plant):
         plant.run_reactor(target)
 
 
+@pytest.mark.parametrize("use", ["sum", "arithmetic", "attribute", "subreactor"])
+def test_a_value_used_without_its_yield_fails_with_the_fix_in_a_note(open_plant, use):
+    """Using ``pipe.receive('x')`` (or a subreactor call) as if it were the value fails inside
+    the body with Python's own error, which keeps its type; a note says the yield (or
+    ``yield from``) is missing and how to write it."""
+    @SubreactorFunc
+    def halve(pipe, x):
+        return x / 2
+
+    @ReactorFunc
+    def producer(pipe):
+        pipe.send("x", [1, 2])
+
+    @ReactorFunc
+    def forgot(pipe):
+        if use == "subreactor":
+            value = halve(pipe, 4.0) + 1
+        else:
+            data = pipe.receive("x")
+            value = {"sum": lambda: sum(data), "arithmetic": lambda: data + 1,
+                     "attribute": lambda: data.shape}[use]()
+        pipe.send("out", value)
+        yield
+
+    plant, _ = open_plant(reactors=[producer, forgot])
+    with pytest.raises((TypeError, AttributeError)) as info:
+        plant.run_reactor(forgot)
+    notes = "\n".join(info.value.__notes__)
+    if use == "subreactor":
+        assert "subreactor 'halve' was called without 'yield from'" in notes
+        assert "result = yield from halve(...)" in notes
+    else:
+        assert "pipe.receive('x') was called but not yielded" in notes
+        assert "x = yield pipe.receive('x')" in notes
+
+
 RENAME_V1 = '''
 @ReactorFunc
 def fit_coef(pipe):

@@ -124,6 +124,19 @@ class ReactorRun:
                 f"reactor '{self.name}' called subreactor '{sub}' without 'yield from', so it "
                 f"never ran; write `result = yield from {sub}(...)`", reactor=self.name)
 
+    def protocol_hint(self) -> str | None:
+        """While the body raises: what a forgotten ``yield`` or ``yield from`` would explain
+        (``sum(pipe.receive('x'))`` fails on the request, not on the ingredient)."""
+        if self.unyielded:
+            name = next(iter(self.unyielded.values())).name
+            return (f"note: pipe.receive('{name}') was called but not yielded, so its value is a "
+                    f"request, not the ingredient; write `x = yield pipe.receive('{name}')`")
+        if self.unstarted_calls:
+            sub = next(iter(self.unstarted_calls)).name
+            return (f"note: subreactor '{sub}' was called without 'yield from', so its value is a "
+                    f"generator, not its result; write `result = yield from {sub}(...)`")
+        return None
+
     def close(self, logger: Any) -> None:
         """Close an unfinished generator (after an error elsewhere); its own error is logged."""
         if self.generator is not None:
@@ -162,6 +175,9 @@ def step(run: ReactorRun, value: Any, logger: Any) -> Any:
                 request = FINISHED  # does not show a StopIteration as its context
     except BaseException as exc:
         exc.add_note(f"(raised in {run.task.kind} '{run.name}')")
+        hint = run.protocol_hint()
+        if hint is not None:
+            exc.add_note(hint)
         logger.error("%s '%s' raised %s: %s", run.task.kind, run.name, type(exc).__name__, exc)
         raise
     finally:
