@@ -2,8 +2,10 @@
 
 While a reactor's code runs, a Python audit hook (PEP 578, ``sys.addaudithook``) sees every
 ``open`` of a file and every ``os.listdir``/``os.scandir``, and a wrapper around
-``os.environ``'s item lookup sees every environment variable read (``os.environ[...]``,
-``os.environ.get``, ``os.getenv``, ``in``). When the reactor finishes, its trace records::
+``os.environ``'s item lookup and iteration sees every environment variable read
+(``os.environ[...]``, ``.get``, ``os.getenv``, ``in``, the same through ``os.environb`` and
+``os.getenvb``) and every listing of their names (``for k in os.environ``, ``.keys()``: the
+entry ``ENV_NAMES``). When the reactor finishes, its trace records::
 
     files  {path: content hash}    regular files opened read-only, outside the plant directory,
                                    the standard library, site-packages and Python sources
@@ -266,6 +268,28 @@ def _importing(frame: Any, depth: int = 4) -> bool:
     return False
 
 
+# The trace's env entry for the set of variable names (iterating os.environ, .keys()): no
+# variable's name can hold '=', so it is never the name of a variable.
+ENV_NAMES = "=names"
+
+
+def env_value(env: Any, name: str) -> str | None:
+    """What a trace's ``env`` entry ``name`` is now in ``env`` (``os.environ``): the value of
+    the variable, None when unset; for ``ENV_NAMES``, the hash of the sorted variable names."""
+    if name == ENV_NAMES:
+        iterate = getattr(type(env).__iter__, "_pyplant_original", None)  # reading is no input
+        return hashing.digest("env-names", *sorted(iterate(env) if iterate else env))
+    return env.get(name)
+
+
+def _decoded(key: Any, value: Any) -> tuple[Any, Any]:
+    """A read of ``os.environb`` as the read of ``os.environ`` it stands for (they share data)."""
+    try:
+        return os.fsdecode(key), None if value is None else os.fsdecode(value)
+    except TypeError:
+        return None, None
+
+
 def _wrap_environ_getitem(original: Callable) -> Callable:
     def __getitem__(self: Any, key: Any) -> Any:
         try:
@@ -273,12 +297,29 @@ def _wrap_environ_getitem(original: Callable) -> Callable:
         except KeyError:
             if self is os.environ:
                 _note_env(key, None)
+            elif self is _ENVIRONB:
+                _note_env(*_decoded(key, None))
             raise
         if self is os.environ:
             _note_env(key, value)
+        elif self is _ENVIRONB:
+            _note_env(*_decoded(key, value))
         return value
     __getitem__._pyplant_original = original  # type: ignore[attr-defined]
     return __getitem__
+
+
+def _wrap_environ_iter(original: Callable) -> Callable:
+    def __iter__(self: Any) -> Any:
+        if (self is os.environ or self is _ENVIRONB) and current_recorder() is not None:
+            names = sorted(original(os.environ))  # the names themselves are read
+            _note_env(ENV_NAMES, hashing.digest("env-names", *names))
+        return original(self)
+    __iter__._pyplant_original = original  # type: ignore[attr-defined]
+    return __iter__
+
+
+_ENVIRONB = getattr(os, "environb", None)  # POSIX only
 
 
 def _note_env(key: Any, value: str | None) -> None:
@@ -328,6 +369,8 @@ def install() -> None:
         environ_type = type(os.environ)
         if not hasattr(environ_type.__getitem__, "_pyplant_original"):
             environ_type.__getitem__ = _wrap_environ_getitem(environ_type.__getitem__)
+        if not hasattr(environ_type.__iter__, "_pyplant_original"):
+            environ_type.__iter__ = _wrap_environ_iter(environ_type.__iter__)
         _installed = True
 
 
@@ -341,4 +384,4 @@ def display_path(path: str) -> str:
 
 
 __all__ = ["InputRecorder", "FileHashes", "install", "stepping", "current_recorder",
-           "listing_hash", "display_path", "CHANGED_WHILE_READ"]
+           "listing_hash", "display_path", "CHANGED_WHILE_READ", "ENV_NAMES", "env_value"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from conftest import result_of, run_script, write_script
 
@@ -334,3 +335,41 @@ def test_a_variable_a_library_sets_while_being_imported_is_not_an_input(tmp_path
     out = result_of(run_script(script, tmp_path / "plant", env_extra={"PYPLANT_USER_KNOB": "x"}))
     assert out["started"] == ["--", "show", "uses", "--", "show"]  # its own read is an input
     assert out["result"]["value"] == "x1"
+
+
+ENV_READS = {
+    "environb": "os.environb.get(b'PP_X', b'-').decode()",
+    "getenvb": "(os.getenvb(b'PP_X') or b'-').decode()",
+    "iterated": "','.join(sorted(k for k in os.environ if k.startswith('PP_')))",
+    "keys": "','.join(sorted(k for k in os.environ.keys() if k.startswith('PP_')))",
+}
+
+
+@pytest.mark.parametrize("how", sorted(ENV_READS))
+def test_every_way_of_reading_the_environment_is_tracked(tmp_path, how):
+    """Reads through ``os.environb`` and ``os.getenvb`` count as reads of the variable; a
+    listing of the names (iterating ``os.environ`` or its keys) counts as a read of the set of
+    names, so a variable added re-runs the reactor, and an unchanged environment does not."""
+    script = write_script(tmp_path / "s.py", f'''
+@ReactorFunc
+def read(pipe):
+    pipe.send('v', {ENV_READS[how]})
+
+@ReactorFunc
+def show(pipe):
+    RESULT['v'] = yield pipe.receive('v')
+
+with open_plant() as plant:
+    plant.run_reactor(show)
+    report(explain=plant.explain())
+''')
+    changed_env = {"PP_X": "b"} if how in ("environb", "getenvb") else {"PP_X": "a", "PP_Y": "c"}
+    first = result_of(run_script(script, tmp_path / "p", env_extra={"PP_X": "a"}))
+    assert first["result"]["v"] == ("a" if how in ("environb", "getenvb") else "PP_X")
+    again = result_of(run_script(script, tmp_path / "p", env_extra={"PP_X": "a"}))
+    assert again["started"] == ["show"]
+    changed = result_of(run_script(script, tmp_path / "p", env_extra=changed_env))
+    assert changed["started"] == ["show", "read"]
+    assert changed["result"]["v"] == ("b" if how in ("environb", "getenvb") else "PP_X,PP_Y")
+    assert changed["explain"]["read"] == ("environment variable PP_X changed" if how in ("environb", "getenvb")
+                                          else "the names of the environment variables changed")

@@ -143,8 +143,9 @@ def param_differences(trace: Trace, facts: Facts) -> list[str]:
 
 
 def external_differences(trace: Trace, facts: Facts) -> list[str]:
-    found = [f"environment variable {name} changed"
-             for name, value in trace.env.items() if facts.env.get(name) != value]
+    found = ["the names of the environment variables changed" if name == tracking.ENV_NAMES
+             else f"environment variable {name} changed"
+             for name, value in trace.env.items() if tracking.env_value(facts.env, name) != value]
     for path, digest in trace.files.items():
         now = facts.file_digest(path)
         if now != digest:
