@@ -194,7 +194,7 @@ class _Walk:
         namespace = func.__globals__
         names, imports = bytecode.names(code)
         if not (func.__closure__ or func.__defaults__ or func.__kwdefaults__ or imports or role
-                or any(n in namespace for n in names)):
+                or any(n in namespace for n in names) or _NAME_LOOKUPS.intersection(names)):
             return  # references nothing: the common reactor of a long chain
         modules: list[types.ModuleType] = [v for v in _bound_objects(func) if isinstance(v, types.ModuleType)]
         facts = bytecode.facts(code, self.memo)
@@ -214,6 +214,13 @@ class _Walk:
             elif module is not None:  # a library not imported yet: by its name
                 node.edges.append((None, self._lib(module), None))
         self._module_attributes(node, modules, facts.attributes)
+        dynamic = _NAME_LOOKUPS.intersection(names)
+        if dynamic:  # names looked up at run time: every attribute of the modules it reaches
+            if dynamic & _NAMESPACE_LOOKUPS:
+                own = sys.modules.get(namespace.get("__name__"))
+                if isinstance(own, types.ModuleType) and vars(own) is namespace:
+                    modules.append(own)
+            self._module_attributes(node, modules, None)
         if attr is None or _implicitly_called(attr) or attr in self.called:
             self._callable(func, facts, role, owner)
         else:
@@ -264,9 +271,11 @@ class _Walk:
             logger.warning("changes to module %s are not tracked: it cannot be imported", name)
             return None
 
-    def _module_attributes(self, node: _Node, modules: list, attributes: frozenset) -> None:
+    def _module_attributes(self, node: _Node, modules: list, attributes: frozenset | None) -> None:
         """``helpers.f(x)`` names the global ``helpers`` and the attribute ``f``: take the
-        attributes of referenced user modules that the code names (``pkg.sub.f`` too)."""
+        attributes of referenced user modules that the code names (``pkg.sub.f`` too); with
+        ``attributes`` None, all of them (the code looks names up at run time)."""
+        modules = list(modules)
         seen = set()
         while modules:
             module = modules.pop()
@@ -276,7 +285,9 @@ class _Walk:
             seen.add(id(module))
             namespace = vars(module)
             prefix = module_label(module.__name__, namespace)
-            for name in sorted(attributes & namespace.keys()):
+            found = attributes & namespace.keys() if attributes is not None else \
+                (k for k in namespace if not (k.startswith("__") and k.endswith("__")))
+            for name in sorted(found):
                 value = namespace[name]
                 self._edge(node, value, f"{prefix}.{name}")
                 if isinstance(value, types.ModuleType):
@@ -449,6 +460,11 @@ def _imported_modules(name: str, level: int, namespace: dict) -> list[types.Modu
     parts = name.split(".")
     return [m for m in (sys.modules.get(".".join(parts[:i + 1])) for i in range(len(parts))) if m is not None]
 
+
+# Builtins that look names up at run time (``getattr(helpers, name)``, ``globals()[name]``):
+# code calling them may reach any attribute of the modules it names, or of its own module.
+_NAME_LOOKUPS = frozenset({"getattr", "globals", "vars", "__dict__"})
+_NAMESPACE_LOOKUPS = frozenset({"globals", "vars"})
 
 # Special methods run when a class statement executes (at import), not by reached code.
 _CLASS_CREATION = frozenset({"__init_subclass__", "__set_name__"})

@@ -202,3 +202,31 @@ def test_pinned_subreactor_version_bump_reruns_its_caller(tmp_path):
     scenario.check('@SubreactorFunc(version="1")\ndef scaled(pipe, v):\n    return v * 2',
                    '@SubreactorFunc(version="2")\ndef scaled(pipe, v):\n    return v * 3',
                    {"caller"}, path=scenario.script)
+
+
+# --- names looked up at run time --------------------------------------------------------------
+
+@pytest.mark.parametrize("lookup", [
+    "getattr(ops, 'scale')(v)",
+    "getattr(ops, 'sc' + 'ale')(v)",
+    "globals()['scale'](v)",
+    "vars(sys.modules[__name__])['scale'](v)",
+])
+def test_functions_looked_up_by_name_at_run_time_are_followed(tmp_path, lookup):
+    """``getattr(module, name)``, ``globals()[name]`` and ``vars(module)[name]`` reach a
+    function the code never names as a global: every attribute of the modules such code
+    refers to (and of its own module, for ``globals``/``vars``) is followed, so editing the
+    function looked up re-runs the reactor."""
+    (tmp_path / "ops.py").write_text("def scale(v):\n    return v + 1\n")
+    target = tmp_path / ("ops.py" if lookup.startswith("getattr") else "helpers.py")
+    scenario = Scenario(tmp_path, f'''
+    import sys
+    import ops
+
+    def scale(v):
+        return v + 1
+
+    def compute(v):
+        return {lookup}
+    ''')
+    scenario.check("return v + 1", "return v + 2", {"produce"}, path=target)
