@@ -274,3 +274,9 @@ def test_unchanged_files_and_listings_make_no_difference():
                          listing={"/data/in": "l1"}.get)
     assert verify.static_differences("t", trace, facts) == []
     assert verify.static_holds("t", trace, {"reactor": "c"}, lambda: facts)
+
+
+def test_summarize_words_a_repeated_reason_once():
+    """Several labels of one function word the same reason: it is shown once, in order."""
+    gone = "code changed: analysis.sub is gone"
+    assert verify.summarize([gone, "input 'x' changed", gone, gone]) == f"{gone}; input 'x' changed"

@@ -183,7 +183,9 @@ def closest(task: str, traces: Iterable[Trace], facts: Facts) -> list[str] | Non
 
 
 def summarize(reasons: list[str], limit: int = MAX_REASONS) -> str:
-    """'a; b; c; and N more': at most ``limit`` reasons, in order."""
+    """'a; b; c; and N more': at most ``limit`` distinct reasons, in order (several labels of
+    one function word the same reason)."""
+    reasons = list(dict.fromkeys(reasons))
     shown = reasons[:limit] + ([f"and {len(reasons) - limit} more"] if len(reasons) > limit else [])
     return "; ".join(shown)
 
