@@ -1,7 +1,7 @@
 """What a reactor sends and receives, read from its source before it runs.
 
 ``pipe.send('x', ...)``, ``pipe.allocate('x', ...)`` and ``pipe.receive('x')`` with a string
-literal name are found in the reactor's source and in the source of every user function it
+literal name, or a module-level variable holding a string (``pipe.receive(NAME)``), are found in the reactor's source and in the source of every user function it
 reaches (subreactors, helpers that take the pipe). The scheduler uses the result to fail before
 any work when a received name has no producer (a typo: "did you mean 'data'?"), to refuse two
 producers of one name, to start only reactors that can send a missing ingredient, and to find
@@ -57,7 +57,7 @@ def function_ios(functions: Iterable[Callable], memo: Any = None) -> dict[int, S
     for func in functions:
         code = getattr(func, "__code__", None)
         keys[id(func)] = (func, None if code is None else
-                          hashing.digest("static-io", hashing.code_fingerprint(code)))
+                          hashing.digest(_FUNCTION_KEY, hashing.code_fingerprint(code)))
     missing = [key for _, key in keys.values() if key is not None and _cache.get(key) is None]
     stored = memo.get_many(missing) if memo is not None and missing else {}
     result = {}
@@ -78,13 +78,15 @@ def function_ios(functions: Iterable[Callable], memo: Any = None) -> dict[int, S
     return result
 
 
+_FUNCTION_KEY = "static-io-2"  # a function's own names; version 2 keeps names held in globals
+_GLOBAL = "\0"  # marks a name given by a global (`pipe.send(OUT, ...)`): no ingredient name has NUL
 _cache: BoundedCache[StaticIO] = BoundedCache()  # {memo key: StaticIO}
 _unsaved: set[str] = set()  # keys scanned from a code hash's parse, not yet in a plant's memo
 
 
 def _from_code_hash(fingerprint: str, tree: ast.AST) -> None:
     """Scan the tree the code hash just parsed (a cold run parses each reactor once, not twice)."""
-    key = hashing.digest("static-io", fingerprint)
+    key = hashing.digest(_FUNCTION_KEY, fingerprint)
     if _cache.get(key) is None:
         _cache.put(key, _scan_tree(tree))
         _unsaved.add(key)
@@ -123,10 +125,51 @@ def _scan_tree(tree: ast.AST) -> StaticIO:
 
 
 def _literal_name(call: ast.Call) -> str | None:
+    """The name argument of a send or receive: a literal, or ``_GLOBAL`` + the name of the
+    variable holding it (resolved against the function's globals, ``_resolved``)."""
     arg = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "name"), None)
     if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
         return arg.value
+    if isinstance(arg, ast.Name):
+        return _GLOBAL + arg.id
     return None
+
+
+def _resolved(io: StaticIO, func: Callable) -> StaticIO:
+    """``io`` with the names held in module-level strings (``OUT = 'data'``) resolved in the
+    function's globals; a send through a variable that is local, or not a str, is dynamic."""
+    if not any(n.startswith(_GLOBAL) for n in io.sends) and not any(n.startswith(_GLOBAL) for n in io.receives):
+        return io
+    code = getattr(func, "__code__", None)
+    local = _local_names(code) if code is not None else frozenset()
+    namespace = getattr(func, "__globals__", {})
+    dynamic = io.dynamic
+
+    def resolve(names: frozenset[str], is_send: bool) -> frozenset[str]:
+        nonlocal dynamic
+        found = set()
+        for name in names:
+            if not name.startswith(_GLOBAL):
+                found.add(name)
+                continue
+            value = namespace.get(name[1:]) if name[1:] not in local else None
+            if isinstance(value, str):
+                found.add(value)
+            elif is_send:
+                dynamic = True  # any name: never ruled out
+        return frozenset(found)
+
+    return StaticIO(resolve(io.sends, True), resolve(io.receives, False), dynamic)
+
+
+def _local_names(code: types.CodeType) -> frozenset[str]:
+    names: set[str] = set()
+    pending = [code]
+    while pending:
+        c = pending.pop()
+        names.update(c.co_varnames, c.co_cellvars, c.co_freevars)
+        pending.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return frozenset(names)
 
 
 def _table_key(code_digests: dict[str, str]) -> str:
@@ -205,7 +248,7 @@ def reactor_ios(reached: dict[str, list[Callable]], memo: Any = None) -> dict[st
     """{reactor: StaticIO}, the union over each reactor and the user functions it reaches
     (``reached``: {reactor: [functions]})."""
     ios = function_ios({id(f): f for fs in reached.values() for f in fs}.values(), memo)
-    return {name: functools.reduce(lambda a, f: a | ios[id(f)], fs, StaticIO())
+    return {name: functools.reduce(lambda a, f: a | _resolved(ios[id(f)], f), fs, StaticIO())
             for name, fs in reached.items()}
 
 

@@ -388,3 +388,47 @@ def test_a_name_built_at_run_time_that_another_reactor_sends_literally_is_refuse
     with pytest.raises(DuplicateProducerError, match="'literal' and 'built' both send ingredient 'data'") as info:
         plant.run_reactor(final)
     assert info.value.reactor == "built" and info.value.ingredient == "data"
+
+
+def test_names_held_in_module_constants_are_checked_before_work(tmp_path):
+    """``pipe.receive(NAME)`` with ``NAME = 'dta'`` at module level fails before the slow
+    producer of another input runs, with "did you mean"; ``pipe.send(OUT, ...)`` with
+    ``OUT = 'data'`` beside a literal sender of 'data' is refused before any work."""
+    script = write_script(tmp_path / "typo.py", '''
+NAME = "dta"
+OUT = "data"
+
+@ReactorFunc
+def slow(pipe):
+    pipe.send("x", 1)
+
+@ReactorFunc
+def load(pipe):
+    pipe.send("data", 2)
+
+@ReactorFunc
+def other_load(pipe):
+    pipe.send(OUT, 3)
+
+@ReactorFunc
+def final(pipe):
+    x = yield pipe.receive("x")
+    d = yield pipe.receive(NAME)
+    pipe.send("result", x + d)
+
+plant = open_plant()
+plant.add_reactors(slow, load, final, *([other_load] if ARGS[0] == "two senders" else []))
+try:
+    plant.run_reactor(final)
+except (errors.IngredientNotFoundError, errors.DuplicateProducerError) as exc:
+    RESULT["error"] = [type(exc).__name__, str(exc)]
+report()
+''')
+    typo = result_of(run_script(script, tmp_path / "p", "typo"))
+    assert typo["started"] == []
+    kind, message = typo["result"]["error"]
+    assert kind == "IngredientNotFoundError" and "'dta'" in message and "did you mean 'data'?" in message
+    two = result_of(run_script(script, tmp_path / "q", "two senders"))
+    assert two["started"] == []
+    kind, message = two["result"]["error"]
+    assert kind == "DuplicateProducerError" and "'load' and 'other_load' both send ingredient 'data'" in message
