@@ -458,3 +458,39 @@ def test_explain_names_every_difference_against_the_closest_trace(open_plant):
     reason = plant.explain("train")
     assert reason == ("config parameter 'C' changed from 1.0 to 0.5; "
                       "config parameter 'max_iter' changed from 200 to 300")
+
+
+EXPLAIN_BOTH = """
+K = {k}
+
+@ReactorFunc
+def load(pipe):
+    pipe.send("data", {data})
+
+@ReactorFunc
+def compute(pipe):
+    d = yield pipe.receive("data")
+    pipe.send("mid", d * K)
+
+@ReactorFunc
+def show(pipe):
+    RESULT["mid"] = yield pipe.receive("mid")
+
+plant = open_plant()
+plant.add_reactors(load, compute, show)
+plant.run_reactor(show)
+report(explain=plant.explain())
+"""
+
+
+def test_explain_names_an_input_change_beside_a_code_change(tmp_path):
+    """A reactor whose constant and whose input both changed in one edit is explained by
+    both: the code change is known before it runs, the input change once its producer ran."""
+    script = tmp_path / "both.py"
+    write_script(script, EXPLAIN_BOTH.format(k=2, data=3))
+    assert result_of(run_script(script, tmp_path / "p"))["result"]["mid"] == 6
+    write_script(script, EXPLAIN_BOTH.format(k=5, data=4))
+    out = result_of(run_script(script, tmp_path / "p"))
+    assert out["result"]["mid"] == 20
+    assert out["explain"]["compute"] == "code changed: constant both.K; input 'data' changed"
+    assert out["explain"]["load"] == "code changed: reactor 'load'"

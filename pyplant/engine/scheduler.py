@@ -244,10 +244,11 @@ class Scheduler:
         """Every difference against the closest of the task's recent traces that explain it
         (``_sent_as``)."""
         traces = [t for t in self.meta.traces(node.task.key, limit=EXPLAIN_TRACES) if _sent_as(node, t)]
-        found = verify.closest(node.name, traces, facts)
+        found = verify.closest_trace(node.name, traces, facts)
         if found is None:
             return self.meta.invalidated(node.task.key) or "no trace yet"
-        return verify.summarize(found)
+        node.why = found
+        return verify.summarize(found[1])
 
     def _code_map(self, node: Node) -> dict[str, str]:
         """{label: hash} of the task's code and all user code it reaches (dependencies.py)."""
@@ -430,6 +431,11 @@ class Scheduler:
         for name, (key, storage, value) in list(run.allocations.items()):
             self.send(run, name, value, key)  # allocated but not sent: send it now
         trace = self._trace_of(node, run)
+        if node.why is not None:  # the inputs it received, which had not settled when it started
+            closest, found = node.why
+            later = verify.received_differences(closest, trace.inputs, found)
+            if later:
+                node.reason = verify.summarize(found + later)
         history = self.session.record(node.name, ran=True, started=run.started, duration=run.elapsed,
                                       reason=node.reason)
         self.meta.commit_trace(trace, self.session.stored(history))  # WarehouseError when the disk refuses

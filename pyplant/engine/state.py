@@ -40,6 +40,9 @@ class Node:
     trace: Trace | None = None       # the settled trace (CACHED or RAN)
     latest_trace: str | None = None  # id of the task's most recent trace when it was checked
     reason: str | None = None        # why it ran
+    why: "tuple[Trace, list[str]] | None" = None  # the closest trace and its differences, when
+                                     # they explain ``reason`` (inputs not settled then are
+                                     # compared when the run finishes)
     forced: bool = False             # ran because forced, itself or upstream
     wanted_by: str | None = None     # "producer of 'x' for reactor 'r'" when started by discovery
     run: "ReactorRun | None" = None  # its execution, while RUNNING

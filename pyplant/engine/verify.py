@@ -174,12 +174,32 @@ def input_differences(trace: Trace, facts: Facts) -> list[str]:
 def closest(task: str, traces: Iterable[Trace], facts: Facts) -> list[str] | None:
     """Every difference against the trace with the fewest (code, parameters, external,
     settled inputs); None without traces to compare with."""
-    best: list[str] | None = None
+    found = closest_trace(task, traces, facts)
+    return None if found is None else found[1]
+
+
+def closest_trace(task: str, traces: Iterable[Trace], facts: Facts) -> tuple[Trace, list[str]] | None:
+    """``closest``, with the trace it compares with."""
+    best: tuple[Trace, list[str]] | None = None
     for trace in traces:
         found = static_differences(task, trace, facts) + input_differences(trace, facts)
-        if found and (best is None or len(found) < len(best)):
-            best = found
+        if found and (best is None or len(found) < len(best[1])):
+            best = (trace, found)
     return best
+
+
+def received_differences(trace: Trace, received: Mapping[str, str], known: list[str]) -> list[str]:
+    """The inputs a run received that differ from ``trace``'s, not yet among ``known``
+    reasons: when code changed, a run starts before its inputs settle, and only its end
+    knows them."""
+    found = []
+    for slot, recorded in trace.inputs.items():
+        now = received.get(slot)
+        if now is not None and now != recorded:
+            reason = input_change(slot, now)
+            if reason not in known:
+                found.append(reason)
+    return found
 
 
 def summarize(reasons: list[str], limit: int = MAX_REASONS) -> str:
