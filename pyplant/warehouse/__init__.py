@@ -67,6 +67,11 @@ class _Codecs:
             except Exception as exc:
                 self.logger.warning("spec %s failed to close: %s", codec.key, exc)
 
+    def _check_open(self, what: str) -> None:
+        if self.metadata.closed:
+            raise PlantClosedError(f"the warehouse in {self.plantDir} was closed (its plant was "
+                                   f"shut down); {what}() needs an open plant", path=self.plantDir)
+
     def register_ingredient_specs(self, specs: Iterable[IngredientTypeSpec]) -> None:
         """Register spec instances (or classes, instantiated without arguments); a spec
         replaces the spec or codec registered under its name. Any time.
@@ -405,10 +410,6 @@ class Warehouse(_Codecs):
         """True once ``close`` was called."""
         return self._closed
 
-    def _check_open(self, what: str) -> None:
-        if self._closed:
-            raise PlantClosedError(f"the warehouse in {self.plantDir} was closed (its plant was "
-                                   f"shut down); {what}() needs an open plant", path=self.plantDir)
 
     def close(self) -> None:
         """Close codec and spec handles, the lease and the metadata; idempotent, and completes
