@@ -15,11 +15,13 @@ them on every run). What counts is what the code the walk reaches does (``byteco
   makes the object found at ``items`` state, on each instance and on the class;
 * a method of a user class that mutates ``self`` is read like any code: calling
   ``SMOOTHER.update()`` is not by itself a mutation of SMOOTHER;
-* a method counts only once reached code can call it (``walk.py``): its name is used as an
-  attribute by reached code, or it is a special method Python calls by itself. A method no
-  reached code names ran, if at all, at import (``MODEL = Model().fit(data)``), and
-  ``__init_subclass__`` and ``__set_name__`` run as a class statement executes: what they set
-  is an import-time value, tracked like any constant.
+* what a method changes on ``self`` counts only once reached code can call it (``walk.py``):
+  its name is used as an attribute by reached code, or it is a special method Python calls by
+  itself. A method no reached code names ran, if at all, at import (``MODEL =
+  Model().fit(data)``): what it set is an import-time value, tracked like any constant. What
+  it changes elsewhere (a global counter a callback bumps) counts at once: a library may call
+  it. ``__init_subclass__`` and ``__set_name__`` run as a class statement executes, so nothing
+  they change counts until reached code names them.
 
 Only mutable objects become state: ``n += 1`` on an int is a rebinding, caught by ``global``.
 """
@@ -96,21 +98,27 @@ class State(StateView):
     # --- facts of the code the walk reached ---
 
     def add_function(self, func: types.FunctionType, facts: Facts, role: str | None = None,
-                     owner: type | None = None) -> None:
+                     owner: type | None = None, own: bool = True, others: bool = True) -> None:
         """Record what ``func`` changes. ``role`` is 'method' or 'classmethod' when ``func`` is
-        found in the class ``owner`` (its first parameter is then an instance or the class)."""
+        found in the class ``owner`` (its first parameter is then an instance or the class).
+        ``own``: what it changes through its first parameter (``self.w = ...``); ``others``:
+        everything else (globals, cells, objects reached from them)."""
         namespace = func.__globals__
         prefix = module_label(namespace.get("__name__"), namespace)
-        for name in facts.rebound:
-            self._add_label(f"{prefix}.{name}")
-        for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
-            if name in facts.rebound_free and id(cell) not in self._cells:
-                self._cells[id(cell)] = cell
-                self.version += 1
+        if others:
+            for name in facts.rebound:
+                self._add_label(f"{prefix}.{name}")
+            for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+                if name in facts.rebound_free and id(cell) not in self._cells:
+                    self._cells[id(cell)] = cell
+                    self.version += 1
         for mutation in facts.mutations:
             root = mutation.place.root
             if root[0] == "arg0":
-                self._add_self_mutation(mutation, func, role, owner)
+                if own:
+                    self._add_self_mutation(mutation, func, role, owner)
+                continue
+            if not others:
                 continue
             obj = _root_object(root, func)
             if obj is not _MISSING:

@@ -73,9 +73,9 @@ class _Walk:
         self.order: list[_Node] = []
         self.pending: list[_Node] = []
         self.state = State(self._is_user_class)
-        # What a method mutates is state only once reached code can call it: a method whose
-        # name no reached code uses as an attribute ran, if at all, at import (a model fitted
-        # at module level), so what it set is import-time value, tracked like any constant.
+        # What a method changes on `self` is state only once reached code can call it: a method
+        # whose name no reached code uses as an attribute ran, if at all, at import (a model
+        # fitted at module level), so what it set is import-time value, tracked like a constant.
         self.called: set[str] = set()                  # attribute names used by callable code
         self.uncalled: dict[str, list[tuple]] = {}     # method name -> mutations not yet callable
         self.tokenizer = Tokenizer(self._code_text, self._untracked, self.state)
@@ -223,15 +223,22 @@ class _Walk:
             self._module_attributes(node, modules, None)
         if attr is None or _implicitly_called(attr) or attr in self.called:
             self._callable(func, facts, role, owner)
-        else:
-            self.uncalled.setdefault(attr, []).append((func, facts, role, owner))
+            return
+        # Not callable yet: what it changes on `self` waits until reached code names it; what
+        # it changes elsewhere counts now (a library may call it back), but for the methods
+        # run as a class is created.
+        if attr not in _CLASS_CREATION:
+            self.state.add_function(func, facts, role, owner, own=False)
+        self.uncalled.setdefault(attr, []).append((func, facts, role, owner, attr not in _CLASS_CREATION))
 
-    def _callable(self, func: types.FunctionType, facts: Any, role: str | None, owner: type | None) -> None:
-        """Record what ``func`` mutates, and make the methods it names callable in turn."""
-        work = [(func, facts, role, owner)]
+    def _callable(self, func: types.FunctionType, facts: Any, role: str | None, owner: type | None,
+                  counted: bool = False) -> None:
+        """Record what ``func`` mutates (``counted``: all but its own changes were recorded
+        already), and make the methods it names callable in turn."""
+        work = [(func, facts, role, owner, counted)]
         while work:
-            func, facts, role, owner = work.pop()
-            self.state.add_function(func, facts, role, owner)
+            func, facts, role, owner, counted = work.pop()
+            self.state.add_function(func, facts, role, owner, others=not counted)
             for name in facts.attributes - self.called:
                 self.called.add(name)
                 work.extend(self.uncalled.pop(name, ()))
