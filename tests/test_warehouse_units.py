@@ -24,7 +24,8 @@ from pyplant.errors import AllocationError, CorruptVersionError, SerializationEr
 from pyplant.warehouse import INLINE_MAX_BYTES, store as store_module
 from pyplant.warehouse.records import Version
 
-from conftest import Bomb, Box
+from bomb import Bomb
+from conftest import Box
 
 TOKEN = "0123456789abcdef"
 
