@@ -54,15 +54,35 @@ def bytes_hash(data: bytes | memoryview, domain: str = "bytes") -> str:
     return digest(domain, data)
 
 
+def _dtype_key(dtype: np.dtype) -> str:
+    """``dtype.str``, or for a structured or sub-array dtype (whose ``str`` is only
+    ``|V<size>``) each field's name, title, offset and dtype, and the item size."""
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return f"{_dtype_key(base)}{shape}"
+    if dtype.fields is None:
+        return dtype.str
+    fields = []
+    for name in dtype.names:
+        field, offset, *title = dtype.fields[name]
+        fields.append(f"{name!r}{title!r}:{_dtype_key(field)}@{offset}")
+    return "{" + ",".join(fields) + f"}}/{dtype.itemsize}"
+
+
 def array_hash(arr: np.ndarray) -> str:
     """Content hash of an array: dtype, shape and the C-ordered bytes.
 
     Any fixed-size dtype works (``datetime64``, ``timedelta64``, structured, ``float16``): the
     bytes are read through a ``uint8`` view, which the buffer protocol does not refuse.
+
+    A structured dtype counts by its fields' names, titles, offsets and dtypes: its ``str`` is
+    only ``|V<size>``, so arrays whose fields were renamed, retyped or moved over the same
+    bytes would otherwise share a hash, and early cutoff would serve a consumer results
+    computed from the old fields. Other dtypes count by ``dtype.str`` (hashes unchanged).
     """
     arr = np.ascontiguousarray(arr)
     h = xxhash.xxh3_128()
-    h.update(f"array{_SEP!r}{arr.dtype.str}{_SEP!r}{arr.shape}".encode())
+    h.update(f"array{_SEP!r}{_dtype_key(arr.dtype)}{_SEP!r}{arr.shape}".encode())
     if arr.size:
         h.update(arr.reshape(-1).view(np.uint8))
     return h.hexdigest()

@@ -645,6 +645,28 @@ def test_file_ingredient_early_cutoff(open_plant, hasher):
     assert plant2.fetch_ingredient("count") == 2
 
 
+def test_a_structured_array_with_renamed_fields_reruns_its_consumers(open_plant):
+    """Sent as an array, a structured array whose fields are renamed over the same bytes is a
+    new value: its consumer re-runs instead of keeping what it computed from the old names."""
+
+    @ReactorFunc
+    def make_table(pipe, config):
+        pipe.send("table", np.zeros(3, dtype=[(config.field, "<i4")]), Ingredient.Type.array)
+
+    @ReactorFunc
+    def read_table(pipe):
+        table = yield pipe.receive("table")
+        pipe.send("names", list(table.dtype.names))
+
+    reactors = [read_table, make_table]
+    plant, _ = open_plant(config={"field": "a"}, reactors=reactors)
+    plant.run_reactor(read_table)
+    plant.shutdown()
+    plant2, _ = open_plant(config={"field": "b"}, reactors=reactors)
+    plant2.run_reactor(read_table)
+    assert plant2.fetch_ingredient("names") == ["b"]
+
+
 def test_hdf_allocated_then_sent_explicitly(open_plant):
     """An allocated HDF dataset may also be sent explicitly; consumers get its data."""
     seen = Box()
