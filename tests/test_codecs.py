@@ -475,3 +475,29 @@ def test_sparse_content_hashes_differ_whenever_the_matrices_differ(make_pair):
     spec = ScipySparseSpec()
     assert spec.content_hash(a) != spec.content_hash(b)
     assert spec.content_hash(a) == spec.content_hash(a.copy())
+
+
+def test_a_custom_codecs_free_is_called_for_what_a_failed_reactor_sent(open_plant, caplog):
+    """``Codec.free`` is the hook for a version that will never commit: the warehouse calls
+    the codec's own (here: a blob codec that records the call, then fails, which is logged
+    and never hides the reactor's error)."""
+    freed = []
+
+    class Freeing(TaggedCodec):
+        def free(self, warehouse, version):
+            freed.append((version.name, version.type))
+            raise OSError("cannot free")
+
+    @ReactorFunc
+    def failing(pipe):
+        pipe.send("t", Thing(), "thing")
+        raise RuntimeError("after sending")
+
+    plant, _ = open_plant(reactors=[failing])
+    plant.warehouse.register_codecs([Freeing()])
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(RuntimeError, match="after sending"):
+        plant.run_reactor(failing)
+    assert freed == [("t", "thing")]
+    assert any("could not free ingredient storage" in r.getMessage() and "cannot free" in r.getMessage()
+               for r in caplog.records)
