@@ -172,20 +172,26 @@ def test_spec_without_content_hash_reruns_consumers_when_its_producer_reruns(ope
         note = yield pipe.receive("note")
         pipe.send("read", note.text)
 
+    @ReactorFunc
+    def shout(pipe):  # the target: read_note is a consumer below it, which early cutoff could skip
+        read = yield pipe.receive("read")
+        pipe.send("shout", read.upper())
+
+    reactors = [shout, read_note, write_note]
     for expected in ("first", "second"):
         if expected == "second":
             text["v"] = "second"
             hasher.bump("write_note")
-        plant, events = open_plant(reactors=[read_note, write_note])
+        plant, events = open_plant(reactors=reactors)
         plant.warehouse.register_ingredient_specs([NoteSpec()])
-        plant.run_reactor(read_note)
-        assert plant.fetch_ingredient("read") == expected
-        assert events.started == ["read_note", "write_note"]
+        plant.run_reactor(shout)
+        assert plant.fetch_ingredient("shout") == expected.upper()
+        assert set(events.started) == {"shout", "read_note", "write_note"}
         plant.shutdown()
-    plant, events = open_plant(reactors=[read_note, write_note])
+    plant, events = open_plant(reactors=reactors)
     plant.warehouse.register_ingredient_specs([NoteSpec()])
-    plant.run_reactor(read_note)
-    assert events.started == ["read_note"]
+    plant.run_reactor(shout)
+    assert events.started == ["shout"]
 
 
 class CheckedNoteSpec(NoteSpec):
