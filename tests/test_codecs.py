@@ -2,6 +2,7 @@
 registration; only damage is a CorruptVersionError, a bug in a spec or codec is a SpecError."""
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -269,6 +270,11 @@ class NoteSpec(IngredientTypeSpec):
             raise TypeError("bug in content_hash")
         return pyplant.hashing.digest("note", value.text)
 
+    def verify(self, value, meta):
+        if "verify" in self.fail:
+            raise LookupError("bug in verify")
+        return len(value.text) == meta["length"]
+
 
 @pytest.fixture
 def note_spec():
@@ -342,10 +348,11 @@ def test_a_version_stored_before_files_were_recorded_counts_a_failing_fetch_as_d
     version = warehouse.store("note", Note("old"), "note").version
     old = Version(version.name, version.type, version.content_hash, version.location, meta=version.meta)
     NoteSpec.fail = {"fetch"}
-    with pytest.raises(CorruptVersionError, match="cannot be loaded by spec 'note'"):
+    with pytest.raises(CorruptVersionError, match="cannot be loaded by spec 'note': ZeroDivisionError: bug in fetch"):
         warehouse.load(old)
-    with pytest.raises(SpecError):
+    with pytest.raises(SpecError, match=r"\(its files are intact\): ZeroDivisionError: bug in fetch") as info:
         warehouse.load(version)
+    assert info.value.version == version
 
 
 @pytest.mark.parametrize("method", ["store", "is_instance", "content_hash"])
@@ -406,6 +413,10 @@ def test_a_bug_in_an_allocatable_spec_is_a_spec_error_and_invalid_operation_is_p
     with pytest.raises(InvalidOperationException, match="canvas cannot be deallocated") as info:
         IngredientTypeSpec.deallocate(Canvas(), warehouse, "x")
     assert isinstance(info.value, SpecError) and isinstance(info.value, PyPlantError)
+    assert info.value.spec == "canvas"
+    with pytest.raises(InvalidOperationException, match="canvas cannot be allocated") as info:
+        IngredientTypeSpec.allocate(Canvas(), warehouse, "x")
+    assert info.value.spec == "canvas"
     assert pyplant.specs.InvalidOperationException is InvalidOperationException
 
 
@@ -472,6 +483,14 @@ def test_codec_defaults(warehouse):
     # same entries, other row and column of one of them (COO keeps row and col)
     lambda sp: (sp.coo_matrix((np.array([1.0]), (np.array([0]), np.array([1]))), shape=(2, 2)),
                 sp.coo_matrix((np.array([1.0]), (np.array([1]), np.array([0]))), shape=(2, 2))),
+    # same data, indices and shape, another indptr: the second entry in another row
+    lambda sp: (sp.csr_matrix((np.array([1.0, 2.0]), np.array([0, 1]), np.array([0, 1, 2])), shape=(2, 2)),
+                sp.csr_matrix((np.array([1.0, 2.0]), np.array([0, 1]), np.array([0, 2, 2])), shape=(2, 2))),
+    # COO: another row only, another column only
+    lambda sp: (sp.coo_matrix((np.array([1.0]), (np.array([0]), np.array([1]))), shape=(2, 2)),
+                sp.coo_matrix((np.array([1.0]), (np.array([1]), np.array([1]))), shape=(2, 2))),
+    lambda sp: (sp.coo_matrix((np.array([1.0]), (np.array([1]), np.array([0]))), shape=(2, 2)),
+                sp.coo_matrix((np.array([1.0]), (np.array([1]), np.array([1]))), shape=(2, 2))),
     # same values on other diagonals
     lambda sp: (sp.dia_matrix((np.array([[1.0, 2.0]]), np.array([0])), shape=(2, 2)),
                 sp.dia_matrix((np.array([[1.0, 2.0]]), np.array([1])), shape=(2, 2))),
@@ -648,3 +667,219 @@ def test_a_file_removed_between_load_and_verify_is_damage(warehouse):
     with pytest.raises(CorruptVersionError, match="ingredient 'f' cannot be read: .*No such file") as info:
         warehouse.codecs.get("file").verify(warehouse, version, path)
     assert info.value.version == version
+
+
+# --- specs: what spec_codec.py's and specs.py's surviving mutants showed unpinned ---------------
+
+class Bare(IngredientTypeSpec):
+    """A spec with only the required methods, whose __init__ skips IngredientTypeSpec's."""
+
+    def __init__(self):
+        pass
+
+    @classmethod
+    def get_name(cls):
+        return "bare"
+
+    def store(self, warehouse, name, value):
+        Path(warehouse.baseDir, name + ".bare").write_text(value.text)
+
+    def fetch(self, warehouse, name, meta):
+        return Note(Path(warehouse.baseDir, name + ".bare").read_text())
+
+
+def test_a_spec_with_only_the_required_methods(warehouse):
+    """Never inferred (no is_instance), not allocatable (no isAllocatable), and each version
+    gets a content hash of its own (no content_hash: the storage name stands for it)."""
+    warehouse.register_ingredient_specs([Bare()])
+    assert warehouse.infer_type(Note("x")) == "object"
+    with pytest.raises(AllocationError, match="'n' of type 'bare' cannot be allocated; send it instead") as info:
+        warehouse.allocate("n", "bare")
+    assert not isinstance(info.value, InvalidOperationException)
+    first, second = (warehouse.store("n", Note("same"), "bare").version for _ in range(2))
+    assert first.content_hash != second.content_hash
+    assert warehouse.load(first).text == "same"
+
+
+def test_an_in_memory_array_sent_as_hdf_keeps_its_dtype_and_values(warehouse):
+    data = np.array([2**60 + 1, -3], dtype=np.int64)  # neither float32 nor float64 holds 2**60 + 1
+    stored = warehouse.store("h", data, "hdf_array")
+    for dataset in (stored.value, warehouse.load(stored.version)):
+        assert dataset.dtype == np.int64 and dataset[...].tolist() == data.tolist()
+
+
+def damaged_by_its_spec(version):
+    return pytest.raises(CorruptVersionError, match=re.escape(
+        f"ingredient '{version.name}' is damaged on disk: it does not match its content hash ({version.location})"))
+
+
+def test_a_spec_version_is_checked_by_the_specs_verify_and_content_hash(warehouse, note_spec):
+    """Against what was recorded: HDF shape and dtype, a spec's own verify, its content hash;
+    their bugs are SpecErrors naming the ingredient."""
+    import dataclasses
+    hdf = warehouse.store("h", np.zeros((2, 3), dtype="<f4"), "hdf_array").version
+    for meta in ({**hdf.meta, "shape": [3, 2]}, {**hdf.meta, "dtype": "<f8"}):
+        with damaged_by_its_spec(hdf):
+            warehouse.load(dataclasses.replace(hdf, meta=meta))
+    assert warehouse.load(dataclasses.replace(hdf, meta=None)).shape == (2, 3)  # nothing recorded to check
+
+    matrix = warehouse.store("m", sp.csr_matrix(np.eye(3)), "scipy_sparse").version
+    with damaged_by_its_spec(matrix):
+        warehouse.load(dataclasses.replace(matrix, content_hash="0" * 32))
+    assert (warehouse.load(matrix) != sp.csr_matrix(np.eye(3))).nnz == 0
+
+    warehouse.register_ingredient_specs([note_spec])
+    note = warehouse.store("note", Note("hello"), "note").version
+    with damaged_by_its_spec(note):
+        warehouse.load(dataclasses.replace(note, meta={"length": 4}))
+    for method, said in [("verify", "verify for ingredient 'note': LookupError: bug in verify"),
+                         ("content_hash", "content_hash for ingredient 'note': TypeError: bug in content_hash")]:
+        NoteSpec.fail = {method}
+        with pytest.raises(SpecError, match=re.escape(f"spec 'note' raised in {said}")) as info:
+            warehouse.load(note)
+        assert info.value.ingredient == "note"
+
+
+def test_freeing_what_a_failed_spec_store_wrote_logs_its_own_failure(warehouse, caplog):
+    """The store's error propagates; a failure to free its storage is only logged."""
+    class Failing(specs.HdfArraySpec):
+        @classmethod
+        def get_name(cls):
+            return "failing_hdf"
+
+        def store(self, warehouse, name, value):
+            raise ValueError("bug in store")
+
+        def deallocate(self, warehouse, name):
+            raise OSError(errno.EBUSY, "busy")
+
+    warehouse.register_ingredient_specs([Failing()])
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(SpecError, match="raised in store"):
+        warehouse.store("h", np.zeros(2), "failing_hdf")
+    [message] = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(rf"could not free ingredient storage h@[0-9a-f]{{16}}: \[Errno {errno.EBUSY}\] busy", message)
+
+
+class Labelled(NoteSpec):
+    """Consumers receive the note's recorded length with it (stored_value uses the meta)."""
+
+    @classmethod
+    def get_name(cls):
+        return "labelled"
+
+    def stored_value(self, warehouse, name, value, meta):
+        if "stored_value" in self.fail:
+            raise KeyError("bug in stored_value")
+        return (value.text, meta["length"])
+
+
+def test_stored_value_gets_the_meta_and_its_bugs_are_spec_errors(warehouse, note_spec):
+    warehouse.register_ingredient_specs([Labelled()])
+    assert warehouse.store("l", Note("hello"), "labelled").value == ("hello", 5)
+    NoteSpec.fail = {"stored_value"}
+    with pytest.raises(SpecError, match="spec 'labelled' raised in stored_value for ingredient 'l': KeyError"):
+        warehouse.store("l", Note("hello"), "labelled")
+
+
+def test_pending_spec_storage_is_held_by_the_lease_until_its_trace_commits(warehouse, open_plant):
+    stored = warehouse.store("m", sp.csr_matrix(np.eye(2)), "scipy_sparse").version
+    dataset, storage = warehouse.allocate("h", "hdf_array", shape=(2,), dtype="int8")
+    paths = [os.path.join(warehouse.baseDir, stored.location + ".npz"),
+             os.path.join(warehouse.baseDir, storage + ".hdf")]
+    for path in paths:
+        os.utime(path, (1, 1))
+    other, _ = open_plant()
+    other.gc()
+    assert all(os.path.exists(p) for p in paths)
+
+
+class Folder(IngredientTypeSpec):
+    """A note in a directory of its own, ``specs/<storage>/``, with a link to a file outside."""
+    outside = None
+
+    @classmethod
+    def get_name(cls):
+        return "folder"
+
+    def store(self, warehouse, name, value):
+        folder = Path(warehouse.baseDir, name)
+        (folder / "deep").mkdir(parents=True)
+        (folder / "deep" / "text").write_text(value.text)
+        (folder / "link").symlink_to(self.outside)
+        return None
+
+    def fetch(self, warehouse, name, meta):
+        return Note(Path(warehouse.baseDir, name, "deep", "text").read_text())
+
+
+def test_a_spec_directory_is_fingerprinted_file_by_file_without_following_links(warehouse, tmp_path):
+    Folder.outside = tmp_path / "outside.txt"
+    Folder.outside.write_text("not the plant's")
+    warehouse.register_ingredient_specs([Folder()])
+    version = warehouse.store("f", Note("hello"), "folder").version
+    text = f"specs/{version.location}/deep/text"
+    assert list(version.files) == [text] and version.files[text][0] == 5 == version.nbytes
+    assert warehouse.load(version).text == "hello"
+    Path(warehouse.plantDir, text).write_text("HELLO")
+    with pytest.raises(CorruptVersionError, match=f"{text} does not match its content hash"):
+        warehouse.load(version)
+
+
+def test_recorded_spec_files_must_be_the_versions_own_and_of_their_size(warehouse):
+    import dataclasses
+    version = warehouse.store("m", sp.csr_matrix(np.eye(2)), "scipy_sparse").version
+    [(location, (size, digest))] = version.files.items()
+    other = warehouse.store("m", sp.csr_matrix(np.eye(3)), "scipy_sparse").version
+    [other_location] = other.files
+    for files in ({location: [size, digest, "extra"]}, {other_location: other.files[other_location]}):
+        with pytest.raises(CorruptVersionError, match="records a file .* that is not its own") as info:
+            warehouse.load(dataclasses.replace(version, files=files))
+        assert info.value.version.files == files
+    with pytest.raises(CorruptVersionError, match=f"{location} has {size} bytes, not {size + 1}"):
+        warehouse.load(dataclasses.replace(version, files={location: [size + 1, digest]}))
+
+
+def test_spec_files_are_hashed_up_to_the_verify_limit_inclusive(warehouse, note_spec, monkeypatch):
+    from pyplant.warehouse import spec_codec
+    monkeypatch.setattr(spec_codec, "VERIFY_MAX_BYTES", 5)
+    warehouse.register_ingredient_specs([note_spec])
+    [(_, digest)] = warehouse.store("n", Note("hello"), "note").version.files.values()
+    [(_, too_big)] = warehouse.store("n", Note("hello!"), "note").version.files.values()
+    assert digest is not None and too_big is None
+
+
+def test_a_coo_matrix_comes_back_as_sent_in_an_uncompressed_npz(warehouse):
+    """Duplicate entries stay (a trip through CSR would sum them), in their order."""
+    import zipfile
+    coo = sp.coo_matrix((np.array([1.0, 2.0, 3.0]), (np.array([1, 0, 1]), np.array([1, 0, 1]))), shape=(2, 2))
+    version = warehouse.store("m", coo, "scipy_sparse").version
+    loaded = warehouse.load(version)
+    assert loaded.format == "coo" and loaded.nnz == 3
+    assert loaded.row.tolist() == [1, 0, 1] and loaded.col.tolist() == [1, 0, 1] and loaded.data.tolist() == [1, 2, 3]
+    [location] = version.files
+    with zipfile.ZipFile(os.path.join(warehouse.plantDir, location)) as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+
+
+def open_paths():
+    """The paths this process holds open (Linux)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}").removesuffix(" (deleted)"))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_hdf_files_are_closed_when_deallocated_or_their_allocation_fails(warehouse):
+    _, storage = warehouse.allocate("h", "hdf_array", shape=(2,), dtype="int8")
+    path = os.path.realpath(os.path.join(warehouse.baseDir, storage + ".hdf"))
+    assert path in open_paths()
+    warehouse.deallocate("hdf_array", storage)
+    assert path not in open_paths() and not os.path.exists(path)
+    with pytest.raises(AllocationError, match="cannot allocate HDF array"):
+        warehouse.allocate("bad", "hdf_array", shape=(2,), dtype="int8", compression="no-such-filter")
+    assert not any(p.startswith(os.path.realpath(warehouse.baseDir)) for p in open_paths())

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import threading
@@ -314,7 +315,9 @@ def test_gc_spares_temp_files_of_live_processes(plant_dir):
     of a dead process goes; one of a live process without a plant goes when old, stays when
     new (and that process is not disturbed)."""
     plant = Plant(str(plant_dir))
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # echoes its input once: it answers after GC only if GC's liveness probe did not kill it
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         mine = plant_dir / "blobs" / "ab" / f"cd.npy.tmp-{os.getpid()}-aaaaaaaa"
         dead = plant_dir / "blobs" / "ab" / "ce.npy.tmp-999999999-bbbbbbbb"
@@ -326,10 +329,11 @@ def test_gc_spares_temp_files_of_live_processes(plant_dir):
         plant.gc()
         assert mine.exists() and new_other.exists()
         assert not dead.exists() and not old_other.exists()
-        assert other.poll() is None
+        assert other.communicate(b"alive", timeout=60) == (b"alive", None) and other.returncode == 0
     finally:
-        other.kill()
-        other.wait()
+        if other.poll() is None:
+            other.kill()
+            other.wait()
         plant.shutdown()
 
 
@@ -468,3 +472,117 @@ def test_many_commits_do_not_leak_descriptors(open_plant):
         plant.run_reactor(count)
         fds.append(len(os.listdir("/proc/self/fd")))
     assert fds[-1] <= fds[9] + 2, fds
+
+
+# --- large arrays: hashed in a thread while written (store._put_array_hashing_aside) ------------
+
+@pytest.fixture
+def hashing_aside(monkeypatch):
+    """Every C-ordered array goes through the large-array path, in chunks of 256 bytes."""
+    monkeypatch.setattr(store_module, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(store_module, "WRITE_CHUNK_BYTES", 256)
+
+
+def temp_files(plant_dir):
+    return [p for p in Path(plant_dir, "blobs").rglob("*") if ".tmp-" in p.name]
+
+
+def test_a_large_array_stored_twice_is_one_blob_and_leaves_no_temp_file(plant_dir, hashing_aside):
+    plant = Plant(str(plant_dir), durable=True)  # the durable path fsyncs the file and its directory
+    try:
+        arr = np.arange(1000.0)
+        first = plant.warehouse.store("a", arr, "array").version
+        second = plant.warehouse.store("a", arr.copy(), "array").version
+        assert first.location == second.location and first.content_hash == hashing.array_hash(arr)
+        assert np.array_equal(plant.warehouse.load(first), arr)
+        assert temp_files(plant_dir) == []
+    finally:
+        plant.shutdown()
+
+
+def test_a_pending_large_array_is_held_by_the_lease(open_plant, plant_dir, hashing_aside):
+    plant, _ = open_plant()
+    location = plant.warehouse.store("a", np.arange(1000.0), "array").version.location
+    path = Path(plant_dir, location)
+    os.utime(path, (1, 1))
+    other, _ = open_plant()
+    other.gc()
+    assert path.exists()
+
+
+def test_a_large_array_whose_write_fails_leaves_no_temp_file(open_plant, plant_dir, hashing_aside, monkeypatch):
+    from pyplant.errors import WarehouseError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    plant, _ = open_plant()
+    monkeypatch.setattr(np.lib.format, "write_array_header_2_0", full)
+    with pytest.raises(WarehouseError, match="No space left on device"):
+        plant.warehouse.store("a", np.arange(1000.0), "array")
+    assert temp_files(plant_dir) == []
+
+
+# --- the facade --------------------------------------------------------------------------------
+
+def test_a_version_of_a_spec_no_longer_registered_is_freed_by_its_storage_name(warehouse):
+    storage = f"gone@{TOKEN}"
+    for name in (f"{storage}.dat", f"{storage}.idx", f"gone@{'f' * 16}.dat"):
+        Path(warehouse.baseDir, name).write_text("x")
+    warehouse.free(Version("gone", "unregistered_spec", "h" * 32, storage))
+    assert sorted(os.listdir(warehouse.baseDir)) == [f"gone@{'f' * 16}.dat"]
+    Path(warehouse.baseDir, f"again@{TOKEN}.dat").write_text("x")
+    warehouse.deallocate("unregistered_spec", f"again@{TOKEN}")
+    assert sorted(os.listdir(warehouse.baseDir)) == [f"gone@{'f' * 16}.dat"]
+
+
+def test_a_codec_registered_under_a_specs_name_replaces_the_spec(warehouse):
+    from pyplant.warehouse.codecs import PickleCodec
+    assert "hdf_array" in warehouse.ingredientSpecs
+    warehouse.register_codecs([PickleCodec("hdf_array")])
+    assert "hdf_array" not in warehouse.ingredientSpecs
+    assert warehouse.codecs.get("hdf_array").key == "hdf_array"
+
+
+class NoClose(specs.ScipySparseSpec):
+    def close(self):
+        raise RuntimeError("cannot close")
+
+
+def test_a_read_only_view_loads_every_kind_of_version_and_creates_nothing(open_plant, plant_dir, caplog):
+    """Blobs, files and spec files, through its own paths; its warnings go to the logger it
+    was given, else to 'pyplant'; it creates no storage directory."""
+    from pyplant.warehouse import Warehouse
+
+    @ReactorFunc
+    def make(pipe, config):
+        pipe.send("i", config.i)
+        pipe.send("arr", np.arange(3.0))
+        pipe.send("big", {"pad": b"x" * (INLINE_MAX_BYTES + 1)})
+        pipe.send("m", sp.csr_matrix(np.eye(2)))
+        path = pipe.allocate("f.txt", Ingredient.Type.file)
+        Path(path).write_text("file")
+        pipe.send("f.txt", path)
+
+    for i in range(65):
+        plant, _ = open_plant(config={"i": i}, reactors=[make])
+        plant.run_reactor(make)
+        plant.shutdown()
+    caplog.set_level(logging.WARNING)
+    logger = logging.getLogger("readonly-test")
+    for given in (None, logger):
+        with Warehouse.open_readonly(str(plant_dir), logger=given) as ro:
+            assert (ro.plantDir, ro.baseDir) == (str(plant_dir), os.path.join(str(plant_dir), "specs"))
+            loaded = {name: ro.load(v) for name, v in ro.latest_versions().items()}
+            assert len(ro.traces("make")) == 64
+            ro.register_ingredient_specs([NoClose()])
+        assert np.array_equal(loaded["arr"], np.arange(3.0)) and loaded["big"]["pad"][:1] == b"x"
+        assert (loaded["m"] != sp.csr_matrix(np.eye(2))).nnz == 0 and Path(loaded["f.txt"]).read_text() == "file"
+        [record] = [r for r in caplog.records if "cannot close" in r.getMessage()]
+        assert record.name == ("pyplant" if given is None else "readonly-test")
+        caplog.clear()
+    for top in ("blobs", "files"):  # a plant whose values are inline: nothing is read there
+        shutil.rmtree(plant_dir / top)
+    with Warehouse.open_readonly(str(plant_dir)) as ro:
+        assert ro.load(ro.latest_versions()["i"]) == 64
+    assert not (plant_dir / "blobs").exists() and not (plant_dir / "files").exists()
