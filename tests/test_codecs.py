@@ -883,3 +883,14 @@ def test_hdf_files_are_closed_when_deallocated_or_their_allocation_fails(warehou
     with pytest.raises(AllocationError, match="cannot allocate HDF array"):
         warehouse.allocate("bad", "hdf_array", shape=(2,), dtype="int8", compression="no-such-filter")
     assert not any(p.startswith(os.path.realpath(warehouse.baseDir)) for p in open_paths())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_plant_closes_its_hdf_files_on_shutdown(open_plant):
+    plant, _ = open_plant()
+    version = plant.warehouse.store("h", np.zeros(3), "hdf_array").version
+    plant.warehouse.load(version)
+    specs_dir = os.path.realpath(plant.warehouse.baseDir)
+    assert any(p.startswith(specs_dir) for p in open_paths())
+    plant.shutdown()
+    assert not any(p.startswith(specs_dir) for p in open_paths())
