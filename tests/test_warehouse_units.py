@@ -586,3 +586,69 @@ def test_a_read_only_view_loads_every_kind_of_version_and_creates_nothing(open_p
     with Warehouse.open_readonly(str(plant_dir)) as ro:
         assert ro.load(ro.latest_versions()["i"]) == 64
     assert not (plant_dir / "blobs").exists() and not (plant_dir / "files").exists()
+
+
+def test_a_non_contiguous_large_array_is_written_whole(open_plant, hashing_aside):
+    plant, _ = open_plant()
+    arr = np.arange(2000.0)[::2]
+    version = plant.warehouse.store("a", arr, "array").version
+    assert np.array_equal(plant.warehouse.load(version), arr)
+
+
+def test_arrays_are_memory_mapped_from_a_blob_of_exactly_1_mib_on(warehouse):
+    header = 128  # the .npy header of a 1-d uint8 array
+    small, exact = (np.zeros(store_module.MMAP_MIN_BYTES - header - k, dtype=np.uint8) for k in (1, 0))
+    loaded = {}
+    for name, arr in (("small", small), ("exact", exact)):
+        version = warehouse.store(name, arr, "array").version
+        size = os.path.getsize(os.path.join(warehouse.plantDir, version.location))
+        assert size == store_module.MMAP_MIN_BYTES - (name == "small")
+        loaded[name] = warehouse.load(version)
+    assert isinstance(loaded["exact"].base, np.memmap) and not isinstance(loaded["small"].base, np.memmap)
+    assert not loaded["small"].flags.writeable and not loaded["exact"].flags.writeable
+
+
+def test_gc_touches_nothing_outside_the_storage_directories_however_old(open_plant, plant_dir):
+    @ReactorFunc
+    def make(pipe):
+        pipe.send("x", 1)
+
+    plant, _ = open_plant(reactors=[make])
+    plant.run_reactor(make)
+    stray = plant_dir / "notes.txt"
+    stray.write_text("mine")
+    before = sorted(p for p in plant_dir.rglob("*") if p.is_file())
+    for p in before:
+        os.utime(p, (1, 1))
+    plant.gc()
+    assert all(p.exists() for p in before) and stray.read_text() == "mine"
+    assert any(p.name == "data.mdb" for p in before)
+    assert plant.fetch_ingredient("x") == 1
+
+
+def test_gc_skipping_a_symlinked_storage_directory_still_sweeps_the_others(open_plant, plant_dir, tmp_path, caplog):
+    plant, _ = open_plant()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "kept").write_text("not the plant's")
+    shutil.rmtree(plant_dir / "blobs")
+    os.symlink(outside, plant_dir / "blobs")
+    strays = [plant_dir / "files" / f"s@{TOKEN}" / "f.txt", plant_dir / "specs" / f"s@{TOKEN}.npz"]
+    for stray in strays:
+        write_old(stray)
+    caplog.set_level(logging.WARNING)
+    plant.gc()
+    assert not any(s.exists() for s in strays) and (outside / "kept").exists()
+    assert any("gc: skipping" in r.getMessage() and "blobs" in r.getMessage() for r in caplog.records)
+
+
+def test_gc_removes_empty_file_directories_except_those_held(open_plant, plant_dir):
+    plant, _ = open_plant()
+    path, location = plant.warehouse.allocate("held", "file")
+    os.remove(path)  # its directory is empty, and held while its reactor runs
+    (plant_dir / "files" / f"a@{TOKEN}").mkdir()
+    (plant_dir / "files" / f"b@{TOKEN}").mkdir()
+    (plant_dir / "files" / f"b@{TOKEN}" / "kept.txt").write_text("not empty")
+    plant.gc()
+    assert Path(path).parent.is_dir() and (plant_dir / "files").is_dir()
+    assert not (plant_dir / "files" / f"a@{TOKEN}").exists() and (plant_dir / "files" / f"b@{TOKEN}").is_dir()
