@@ -169,4 +169,4 @@ def test_the_latest_trace_of_every_ingredient_is_kept():
 
 
 def test_a_gc_result_reads_as_what_was_freed():
-    assert str(gc.GCResult(traces=2, files=3, bytes=1_500_000)) == "freed 1.5 MB in 3 files (2 old versions)"
+    assert str(gc.GCResult(traces=2, files=3, bytes=1_050_000)) == "freed 1.1 MB in 3 files (2 old versions)"

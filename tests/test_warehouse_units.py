@@ -652,3 +652,26 @@ def test_gc_removes_empty_file_directories_except_those_held(open_plant, plant_d
     plant.gc()
     assert Path(path).parent.is_dir() and (plant_dir / "files").is_dir()
     assert not (plant_dir / "files" / f"a@{TOKEN}").exists() and (plant_dir / "files" / f"b@{TOKEN}").is_dir()
+
+
+def configured_producer():
+    @ReactorFunc
+    def produce(pipe, config):
+        pipe.send("arr", np.full(100, float(config.seed)))
+    return produce
+
+
+def test_gc_applies_its_byte_budget_and_keeps_what_another_live_plant_holds(open_plant):
+    """max_bytes=0 keeps only the latest trace, except a trace whose version another live
+    plant holds (it loaded it)."""
+    produce = configured_producer()
+    plant, _ = open_plant(config={"seed": 1}, reactors=[produce])
+    for seed in (1, 2, 3):
+        plant.set_config({"seed": seed})
+        plant.run_reactor(produce)
+    holder, _ = open_plant(config={"seed": 2}, reactors=[produce])
+    holder.run_reactor(produce)
+    assert holder.fetch_ingredient("arr")[0] == 2.0  # loaded: held by its lease
+    plant.set_config({"seed": 3})
+    assert plant.gc(max_bytes=0).traces == 1  # seed 1 goes; 3 is the latest, 2 is held
+    assert len(plant.warehouse.metadata.trace_ids("produce")) == 2
