@@ -675,3 +675,25 @@ def test_gc_applies_its_byte_budget_and_keeps_what_another_live_plant_holds(open
     plant.set_config({"seed": 3})
     assert plant.gc(max_bytes=0).traces == 1  # seed 1 goes; 3 is the latest, 2 is held
     assert len(plant.warehouse.metadata.trace_ids("produce")) == 2
+
+
+def test_a_version_another_plant_loaded_is_held_against_gc(open_plant, plant_dir):
+    """Loading records the location in the loader's lease first: a collector's keep_last=1
+    keeps an old trace whose version another live plant loaded."""
+    produce = configured_producer()
+    plant, _ = open_plant(config={"seed": 1}, reactors=[produce])
+    for seed in (1, 2):
+        plant.set_config({"seed": seed})
+        plant.run_reactor(produce)
+    holder, _ = open_plant()
+    old = holder.warehouse.metadata.traces("produce")[-1].outputs["arr"]
+    assert holder.warehouse.load(old)[0] == 1.0
+    os.utime(Path(plant_dir, old.location), (1, 1))
+    assert plant.gc(keep_last=1).traces == 0
+    assert Path(plant_dir, old.location).exists()
+
+
+def test_spec_classes_are_registered_as_instances(warehouse):
+    warehouse.register_ingredient_specs([NoteSpec])
+    assert isinstance(warehouse.ingredientSpecs["note"], NoteSpec)
+    assert warehouse.load(warehouse.store("n", Note("x"), "note").version).text == "x"
