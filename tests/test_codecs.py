@@ -254,6 +254,8 @@ class NoteSpec(IngredientTypeSpec):
     def fetch(self, warehouse, name, meta):
         if "fetch" in self.fail:
             raise ZeroDivisionError("bug in fetch")
+        if "fetch_io" in self.fail:
+            raise OSError(errno.EIO, "Input/output error")
         path = self._path(warehouse, name)
         if not os.path.exists(path):
             return None
@@ -894,3 +896,29 @@ def test_a_plant_closes_its_hdf_files_on_shutdown(open_plant):
     assert any(p.startswith(specs_dir) for p in open_paths())
     plant.shutdown()
     assert not any(p.startswith(specs_dir) for p in open_paths())
+
+
+def test_a_spec_whose_disk_refuses_to_read_raises_warehouse_error_naming_the_version(warehouse, note_spec):
+    warehouse.register_ingredient_specs([note_spec])
+    version = warehouse.store("note", Note("x"), "note").version
+    NoteSpec.fail = {"fetch_io"}
+    with pytest.raises(WarehouseError, match=re.escape(
+            f"ingredient 'note' cannot be read from {version.location}: [Errno {errno.EIO}] Input/output error")) as info:
+        warehouse.load(version)
+    assert not isinstance(info.value, CorruptVersionError)
+    assert (info.value.ingredient, info.value.version, info.value.path) == ("note", version, version.location)
+
+
+def test_opening_a_plant_whose_storage_directory_is_a_symlink_out_warns(plant_dir, tmp_path, caplog):
+    from pyplant import Plant
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    plant_dir.mkdir()
+    os.symlink(outside, plant_dir / "specs")
+    caplog.set_level(logging.WARNING)
+    plant = Plant(str(plant_dir))
+    try:
+        [message] = [r.getMessage() for r in caplog.records if "is a symlink to" in r.getMessage()]
+        assert message.startswith(f"{plant_dir / 'specs'} is a symlink to {outside.resolve()}, outside the plant directory")
+    finally:
+        plant.shutdown()
