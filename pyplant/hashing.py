@@ -54,11 +54,33 @@ def bytes_hash(data: bytes | memoryview, domain: str = "bytes") -> str:
     return digest(domain, data)
 
 
+def dtype_text(dtype: np.dtype) -> str:
+    """A dtype as text that tells every two dtypes apart: ``dtype.str`` (``'<f8'``,
+    ``'<M8[s]'``), or for a structured or sub-array dtype (whose ``str`` is only
+    ``|V<size>``) each field's name, title, offset and dtype, and the item size. Content
+    hashes (``array_hash``) and tokens (``tokens.py``) use it."""
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return f"{dtype_text(base)}{shape}"
+    if dtype.fields is None:
+        return dtype.str
+    fields = []
+    for name in dtype.names:
+        field, offset, *title = dtype.fields[name]
+        fields.append(f"{name!r}{title!r}:{dtype_text(field)}@{offset}")
+    return "{" + ",".join(fields) + f"}}/{dtype.itemsize}"
+
+
 def array_hash(arr: np.ndarray) -> str:
     """Content hash of an array: dtype, shape and the C-ordered bytes.
 
     Any fixed-size dtype works (``datetime64``, ``timedelta64``, structured, ``float16``): the
     bytes are read through a ``uint8`` view, which the buffer protocol does not refuse.
+
+    A structured dtype counts by its fields' names, titles, offsets and dtypes: its ``str`` is
+    only ``|V<size>``, so arrays whose fields were renamed, retyped or moved over the same
+    bytes would otherwise share a hash, and early cutoff would serve a consumer results
+    computed from the old fields. Other dtypes count by ``dtype.str`` (hashes unchanged).
     """
     arr = np.ascontiguousarray(arr)
     h = xxhash.xxh3_128()
@@ -66,15 +88,6 @@ def array_hash(arr: np.ndarray) -> str:
     if arr.size:
         h.update(arr.reshape(-1).view(np.uint8))
     return h.hexdigest()
-
-
-def dtype_text(dtype: np.dtype) -> str:
-    """A dtype as text that tells every two dtypes apart: ``dtype.str`` (``'<f8'``,
-    ``'<M8[s]'``) for plain ones; for structured and sub-array dtypes, whose ``str`` is only
-    ``'|V8'``, their description too (field names, formats, shapes)."""
-    if dtype.names is None and dtype.subdtype is None:
-        return dtype.str
-    return f"{dtype.str}{dtype.descr!r}"
 
 
 def file_hash(path: str, block_bytes: int = 1 << 24) -> str:

@@ -223,20 +223,6 @@ class Loader:
         return module
 
 
-class Bomb:
-    """Unpickling it records the event: a file planted outside (or inside) the plant must never
-    be unpickled (tests/test_escapes.py, tests/test_warehouse_units.py)."""
-    loaded: list = []
-
-    def __reduce__(self):
-        return (Bomb._boom, ())
-
-    @staticmethod
-    def _boom():
-        Bomb.loaded.append(1)
-        return "unpickled"
-
-
 # --- hypothesis profiles (tests/test_property.py) --------------------------------------------
 # HYPOTHESIS_PROFILE=ci (default): quick enough for CI; HYPOTHESIS_PROFILE=thorough: long runs.
 from hypothesis import HealthCheck as _HealthCheck, settings as _hypothesis_settings  # noqa: E402

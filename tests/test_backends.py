@@ -99,6 +99,13 @@ def test_traces_are_most_recent_first_and_limited(backend):
     assert backend.trace("r", "t0").config == {"p": ("tok0", "0")}
 
 
+def test_traces_are_limited_to_64_by_default(backend):
+    for i in range(65):
+        backend.commit_trace(trace("r", f"t{i}", {"p": i}), history("r", 100.0 + i))
+    found = backend.traces("r")
+    assert len(found) == 64 and found[0].trace_id == "t64" and found[-1].trace_id == "t1"
+
+
 def test_committing_a_trace_again_moves_it_first_without_duplicating_it(backend):
     backend.commit_trace(trace("r", "t1", {"p": 1}), history("r"))
     backend.commit_trace(trace("r", "t2", {"p": 2}), history("r"))
@@ -199,6 +206,24 @@ def test_invalidation_is_remembered_until_a_new_trace(backend):
     assert backend.invalidated("r") is None
 
 
+def test_a_reactor_record_keeps_its_parameter_sets_and_invalidation_through_every_write(backend):
+    backend.commit_trace(trace("r", "t1", {"p": 1}), history("r"))
+    backend.commit_trace(trace("r", "t2", {"p": 2, "q": 3}), history("r"))
+    backend.commit_trace(trace("r", "t3", {"p": 4}), history("r"))  # a parameter set seen already
+    shapes = [["p"], ["p", "q"]]
+    assert backend.reactor_records()["r"].shapes == shapes
+    backend.mark_invalidated("r", "forced")
+    assert backend.reactor_records()["r"].shapes == shapes
+    backend.drop_traces("r", {"t1"})
+    assert backend.invalidated("r") == "forced" and backend.reactor_records()["r"].shapes == shapes
+    assert backend.trace_ids("r") == ["t3", "t2"]
+
+
+def test_an_invalidated_reactor_without_traces_has_no_candidates(backend):
+    backend.mark_invalidated("fresh", "forced")
+    assert backend.candidate_traces("fresh", key_of_for("c1", {"p": 1})) == ([], None)
+
+
 # --- the code memo and file hashes ---------------------------------------------------------------
 
 def test_memo_entries_are_visible_at_once_and_kept_by_the_next_commit(backend):
@@ -217,6 +242,18 @@ def test_file_hashes_are_kept_and_long_paths_are_not(backend):
     backend.commit_trace(trace("r", "t1"), history("r"))
     assert backend.get_file_hash("/data/in.csv") == entry
     assert backend.get_file_hash("/" + "x" * 600) is None and backend.get_file_hash("/other") is None
+
+
+def test_file_hashes_are_visible_at_once_and_kept_below_500_bytes_of_path(backend):
+    """LMDB keys hold at most 511 bytes: paths of 500 bytes and more are not remembered."""
+    entry = (1, 2, 3, 4, 5.0, "h" * 32)
+    backend.put_file_hash("/data/new.csv", entry)
+    assert backend.get_file_hash("/data/new.csv") == entry  # before any commit
+    short, limit = "/" + "é" * 249, "/" + "é" * 249 + "x"  # 499 and 500 bytes
+    backend.put_file_hash(short, entry)
+    backend.put_file_hash(limit, entry)
+    backend.commit_trace(trace("r", "t1"), history("r"))
+    assert backend.get_file_hash(short) == entry and backend.get_file_hash(limit) is None
 
 
 # --- closing -------------------------------------------------------------------------------------

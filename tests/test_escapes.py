@@ -19,7 +19,8 @@ import pytest
 from pyplant import Ingredient, ReactorFunc, specs
 from pyplant.errors import AllocationError
 
-from conftest import Bomb, Box, result_of, run_script, write_script
+from bomb import Bomb
+from conftest import Box, result_of, run_script, write_script
 
 
 def keeper_reactors(extra):

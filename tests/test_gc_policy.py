@@ -166,3 +166,7 @@ def test_the_latest_trace_of_every_ingredient_is_kept():
     plan = gc.plan(reactors, traces, keep_last=1)
     assert kept(plan) == {"a3", "a2"}
     assert plan.drop == {"step:scale": {"a1", "a0"}}
+
+
+def test_a_gc_result_reads_as_what_was_freed():
+    assert str(gc.GCResult(traces=2, files=3, bytes=1_050_000)) == "freed 1.1 MB in 3 files (2 old versions)"

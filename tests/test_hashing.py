@@ -263,6 +263,27 @@ def test_array_hash_of_any_fixed_size_dtype(dtype):
     assert array_hash(a[::2]) == array_hash(np.ascontiguousarray(a[::2]))
 
 
+@pytest.mark.parametrize("other", [
+    [("b", "<i4"), ("c", "<f4")],                                           # fields renamed
+    [("a", "<f4"), ("b", "<i4")],                                           # fields retyped
+    {"names": ["a", "b"], "formats": ["<i4", "<f4"], "offsets": [4, 0]},    # fields moved
+    [("a", "<i4"), ("b", "<i2", (2,))],                                     # a sub-array field
+    [(("title", "a"), "<i4"), ("b", "<f4")],                                # a title
+    [("a", ">i4"), ("b", "<f4")],                                           # byte order
+    [("a", [("x", "<i2"), ("y", "<i2")]), ("b", "<f4")],                    # nested fields
+])
+def test_array_hash_of_a_structured_array_counts_its_fields(other):
+    """Over the very same bytes, another layout of fields is another array (dtype.str is
+    '|V8' for all of them)."""
+    from pyplant.hashing import array_hash
+
+    a = np.zeros(3, dtype=[("a", "<i4"), ("b", "<f4")])
+    b = np.zeros(3, dtype=other)
+    assert a.tobytes() == b.tobytes() and a.dtype.str == b.dtype.str
+    assert array_hash(a) != array_hash(b)
+    assert array_hash(a) == array_hash(a.copy()) == array_hash(np.zeros(3, dtype=a.dtype.descr))
+
+
 DATETIME_PIPELINE = '''
 @ReactorFunc
 def produce(pipe):

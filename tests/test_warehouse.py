@@ -687,6 +687,58 @@ def test_file_ingredient_early_cutoff(open_plant, hasher):
     assert plant2.fetch_ingredient("count") == 2
 
 
+def test_a_file_renamed_with_the_same_content_reruns_its_consumers(open_plant):
+    """A file ingredient's name is part of its value (a consumer may dispatch on its
+    extension): the same bytes under another name are not cut off."""
+
+    @ReactorFunc
+    def write_file(pipe, config):
+        path = pipe.allocate("data", Ingredient.Type.file, filename=config.filename)
+        with open(path, "w") as f:
+            f.write("a,b\n1,2\n")
+        yield
+
+    @ReactorFunc
+    def read_name(pipe):
+        path = yield pipe.receive("data")
+        pipe.send("name", os.path.basename(path))
+
+    @ReactorFunc
+    def report(pipe):  # the target: read_name is a consumer below it, which early cutoff could skip
+        name = yield pipe.receive("name")
+        pipe.send("report", f"read {name}")
+
+    reactors = [report, read_name, write_file]
+    plant, _ = open_plant(config={"filename": "data.csv"}, reactors=reactors)
+    plant.run_reactor(report)
+    plant.shutdown()
+    plant2, _ = open_plant(config={"filename": "data.tsv"}, reactors=reactors)
+    plant2.run_reactor(report)
+    assert plant2.fetch_ingredient("report") == "read data.tsv"
+
+
+def test_a_structured_array_with_renamed_fields_reruns_its_consumers(open_plant):
+    """Sent as an array, a structured array whose fields are renamed over the same bytes is a
+    new value: its consumer re-runs instead of keeping what it computed from the old names."""
+
+    @ReactorFunc
+    def make_table(pipe, config):
+        pipe.send("table", np.zeros(3, dtype=[(config.field, "<i4")]), Ingredient.Type.array)
+
+    @ReactorFunc
+    def read_table(pipe):
+        table = yield pipe.receive("table")
+        pipe.send("names", list(table.dtype.names))
+
+    reactors = [read_table, make_table]
+    plant, _ = open_plant(config={"field": "a"}, reactors=reactors)
+    plant.run_reactor(read_table)
+    plant.shutdown()
+    plant2, _ = open_plant(config={"field": "b"}, reactors=reactors)
+    plant2.run_reactor(read_table)
+    assert plant2.fetch_ingredient("names") == ["b"]
+
+
 def test_hdf_allocated_then_sent_explicitly(open_plant):
     """An allocated HDF dataset may also be sent explicitly; consumers get its data."""
     seen = Box()

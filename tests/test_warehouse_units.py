@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,7 +25,8 @@ from pyplant.errors import AllocationError, CorruptVersionError, SerializationEr
 from pyplant.warehouse import INLINE_MAX_BYTES, store as store_module
 from pyplant.warehouse.records import Version
 
-from conftest import Bomb, Box
+from bomb import Bomb
+from conftest import Box
 
 TOKEN = "0123456789abcdef"
 
@@ -171,20 +173,26 @@ def test_spec_without_content_hash_reruns_consumers_when_its_producer_reruns(ope
         note = yield pipe.receive("note")
         pipe.send("read", note.text)
 
+    @ReactorFunc
+    def shout(pipe):  # the target: read_note is a consumer below it, which early cutoff could skip
+        read = yield pipe.receive("read")
+        pipe.send("shout", read.upper())
+
+    reactors = [shout, read_note, write_note]
     for expected in ("first", "second"):
         if expected == "second":
             text["v"] = "second"
             hasher.bump("write_note")
-        plant, events = open_plant(reactors=[read_note, write_note])
+        plant, events = open_plant(reactors=reactors)
         plant.warehouse.register_ingredient_specs([NoteSpec()])
-        plant.run_reactor(read_note)
-        assert plant.fetch_ingredient("read") == expected
-        assert events.started == ["read_note", "write_note"]
+        plant.run_reactor(shout)
+        assert plant.fetch_ingredient("shout") == expected.upper()
+        assert set(events.started) == {"shout", "read_note", "write_note"}
         plant.shutdown()
-    plant, events = open_plant(reactors=[read_note, write_note])
+    plant, events = open_plant(reactors=reactors)
     plant.warehouse.register_ingredient_specs([NoteSpec()])
-    plant.run_reactor(read_note)
-    assert events.started == ["read_note"]
+    plant.run_reactor(shout)
+    assert events.started == ["shout"]
 
 
 class CheckedNoteSpec(NoteSpec):
@@ -307,7 +315,9 @@ def test_gc_spares_temp_files_of_live_processes(plant_dir):
     of a dead process goes; one of a live process without a plant goes when old, stays when
     new (and that process is not disturbed)."""
     plant = Plant(str(plant_dir))
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # echoes its input once: it answers after GC only if GC's liveness probe did not kill it
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         mine = plant_dir / "blobs" / "ab" / f"cd.npy.tmp-{os.getpid()}-aaaaaaaa"
         dead = plant_dir / "blobs" / "ab" / "ce.npy.tmp-999999999-bbbbbbbb"
@@ -319,10 +329,11 @@ def test_gc_spares_temp_files_of_live_processes(plant_dir):
         plant.gc()
         assert mine.exists() and new_other.exists()
         assert not dead.exists() and not old_other.exists()
-        assert other.poll() is None
+        assert other.communicate(b"alive", timeout=60) == (b"alive", None) and other.returncode == 0
     finally:
-        other.kill()
-        other.wait()
+        if other.poll() is None:
+            other.kill()
+            other.wait()
         plant.shutdown()
 
 
@@ -461,3 +472,228 @@ def test_many_commits_do_not_leak_descriptors(open_plant):
         plant.run_reactor(count)
         fds.append(len(os.listdir("/proc/self/fd")))
     assert fds[-1] <= fds[9] + 2, fds
+
+
+# --- large arrays: hashed in a thread while written (store._put_array_hashing_aside) ------------
+
+@pytest.fixture
+def hashing_aside(monkeypatch):
+    """Every C-ordered array goes through the large-array path, in chunks of 256 bytes."""
+    monkeypatch.setattr(store_module, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(store_module, "WRITE_CHUNK_BYTES", 256)
+
+
+def temp_files(plant_dir):
+    return [p for p in Path(plant_dir, "blobs").rglob("*") if ".tmp-" in p.name]
+
+
+def test_a_large_array_stored_twice_is_one_blob_and_leaves_no_temp_file(plant_dir, hashing_aside):
+    plant = Plant(str(plant_dir), durable=True)  # the durable path fsyncs the file and its directory
+    try:
+        arr = np.arange(1000.0)
+        first = plant.warehouse.store("a", arr, "array").version
+        second = plant.warehouse.store("a", arr.copy(), "array").version
+        assert first.location == second.location and first.content_hash == hashing.array_hash(arr)
+        assert np.array_equal(plant.warehouse.load(first), arr)
+        assert temp_files(plant_dir) == []
+    finally:
+        plant.shutdown()
+
+
+def test_a_pending_large_array_is_held_by_the_lease(open_plant, plant_dir, hashing_aside):
+    plant, _ = open_plant()
+    location = plant.warehouse.store("a", np.arange(1000.0), "array").version.location
+    path = Path(plant_dir, location)
+    os.utime(path, (1, 1))
+    other, _ = open_plant()
+    other.gc()
+    assert path.exists()
+
+
+def test_a_large_array_whose_write_fails_leaves_no_temp_file(open_plant, plant_dir, hashing_aside, monkeypatch):
+    from pyplant.errors import WarehouseError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    plant, _ = open_plant()
+    monkeypatch.setattr(np.lib.format, "write_array_header_2_0", full)
+    with pytest.raises(WarehouseError, match="No space left on device"):
+        plant.warehouse.store("a", np.arange(1000.0), "array")
+    assert temp_files(plant_dir) == []
+
+
+# --- the facade --------------------------------------------------------------------------------
+
+def test_a_version_of_a_spec_no_longer_registered_is_freed_by_its_storage_name(warehouse):
+    storage = f"gone@{TOKEN}"
+    for name in (f"{storage}.dat", f"{storage}.idx", f"gone@{'f' * 16}.dat"):
+        Path(warehouse.baseDir, name).write_text("x")
+    warehouse.free(Version("gone", "unregistered_spec", "h" * 32, storage))
+    assert sorted(os.listdir(warehouse.baseDir)) == [f"gone@{'f' * 16}.dat"]
+    Path(warehouse.baseDir, f"again@{TOKEN}.dat").write_text("x")
+    warehouse.deallocate("unregistered_spec", f"again@{TOKEN}")
+    assert sorted(os.listdir(warehouse.baseDir)) == [f"gone@{'f' * 16}.dat"]
+
+
+def test_a_codec_registered_under_a_specs_name_replaces_the_spec(warehouse):
+    from pyplant.warehouse.codecs import PickleCodec
+    assert "hdf_array" in warehouse.ingredientSpecs
+    warehouse.register_codecs([PickleCodec("hdf_array")])
+    assert "hdf_array" not in warehouse.ingredientSpecs
+    assert warehouse.codecs.get("hdf_array").key == "hdf_array"
+
+
+class NoClose(specs.ScipySparseSpec):
+    def close(self):
+        raise RuntimeError("cannot close")
+
+
+def test_a_read_only_view_loads_every_kind_of_version_and_creates_nothing(open_plant, plant_dir, caplog):
+    """Blobs, files and spec files, through its own paths; its warnings go to the logger it
+    was given, else to 'pyplant'; it creates no storage directory."""
+    from pyplant.warehouse import Warehouse
+
+    @ReactorFunc
+    def make(pipe, config):
+        pipe.send("i", config.i)
+        pipe.send("arr", np.arange(3.0))
+        pipe.send("big", {"pad": b"x" * (INLINE_MAX_BYTES + 1)})
+        pipe.send("m", sp.csr_matrix(np.eye(2)))
+        path = pipe.allocate("f.txt", Ingredient.Type.file)
+        Path(path).write_text("file")
+        pipe.send("f.txt", path)
+
+    for i in range(65):
+        plant, _ = open_plant(config={"i": i}, reactors=[make])
+        plant.run_reactor(make)
+        plant.shutdown()
+    caplog.set_level(logging.WARNING)
+    logger = logging.getLogger("readonly-test")
+    for given in (None, logger):
+        with Warehouse.open_readonly(str(plant_dir), logger=given) as ro:
+            assert (ro.plantDir, ro.baseDir) == (str(plant_dir), os.path.join(str(plant_dir), "specs"))
+            loaded = {name: ro.load(v) for name, v in ro.latest_versions().items()}
+            assert len(ro.traces("make")) == 64
+            ro.register_ingredient_specs([NoClose()])
+        assert np.array_equal(loaded["arr"], np.arange(3.0)) and loaded["big"]["pad"][:1] == b"x"
+        assert (loaded["m"] != sp.csr_matrix(np.eye(2))).nnz == 0 and Path(loaded["f.txt"]).read_text() == "file"
+        [record] = [r for r in caplog.records if "cannot close" in r.getMessage()]
+        assert record.name == ("pyplant" if given is None else "readonly-test")
+        caplog.clear()
+    for top in ("blobs", "files"):  # a plant whose values are inline: nothing is read there
+        shutil.rmtree(plant_dir / top)
+    with Warehouse.open_readonly(str(plant_dir)) as ro:
+        assert ro.load(ro.latest_versions()["i"]) == 64
+    assert not (plant_dir / "blobs").exists() and not (plant_dir / "files").exists()
+
+
+def test_a_non_contiguous_large_array_is_written_whole(open_plant, hashing_aside):
+    plant, _ = open_plant()
+    arr = np.arange(2000.0)[::2]
+    version = plant.warehouse.store("a", arr, "array").version
+    assert np.array_equal(plant.warehouse.load(version), arr)
+
+
+def test_arrays_are_memory_mapped_from_a_blob_of_exactly_1_mib_on(warehouse):
+    header = 128  # the .npy header of a 1-d uint8 array
+    small, exact = (np.zeros(store_module.MMAP_MIN_BYTES - header - k, dtype=np.uint8) for k in (1, 0))
+    loaded = {}
+    for name, arr in (("small", small), ("exact", exact)):
+        version = warehouse.store(name, arr, "array").version
+        size = os.path.getsize(os.path.join(warehouse.plantDir, version.location))
+        assert size == store_module.MMAP_MIN_BYTES - (name == "small")
+        loaded[name] = warehouse.load(version)
+    assert isinstance(loaded["exact"].base, np.memmap) and not isinstance(loaded["small"].base, np.memmap)
+    assert not loaded["small"].flags.writeable and not loaded["exact"].flags.writeable
+
+
+def test_gc_touches_nothing_outside_the_storage_directories_however_old(open_plant, plant_dir):
+    @ReactorFunc
+    def make(pipe):
+        pipe.send("x", 1)
+
+    plant, _ = open_plant(reactors=[make])
+    plant.run_reactor(make)
+    stray = plant_dir / "notes.txt"
+    stray.write_text("mine")
+    before = sorted(p for p in plant_dir.rglob("*") if p.is_file())
+    for p in before:
+        os.utime(p, (1, 1))
+    plant.gc()
+    assert all(p.exists() for p in before) and stray.read_text() == "mine"
+    assert any(p.name == "data.mdb" for p in before)
+    assert plant.fetch_ingredient("x") == 1
+
+
+def test_gc_skipping_a_symlinked_storage_directory_still_sweeps_the_others(open_plant, plant_dir, tmp_path, caplog):
+    plant, _ = open_plant()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "kept").write_text("not the plant's")
+    shutil.rmtree(plant_dir / "blobs")
+    os.symlink(outside, plant_dir / "blobs")
+    strays = [plant_dir / "files" / f"s@{TOKEN}" / "f.txt", plant_dir / "specs" / f"s@{TOKEN}.npz"]
+    for stray in strays:
+        write_old(stray)
+    caplog.set_level(logging.WARNING)
+    plant.gc()
+    assert not any(s.exists() for s in strays) and (outside / "kept").exists()
+    assert any("gc: skipping" in r.getMessage() and "blobs" in r.getMessage() for r in caplog.records)
+
+
+def test_gc_removes_empty_file_directories_except_those_held(open_plant, plant_dir):
+    plant, _ = open_plant()
+    path, location = plant.warehouse.allocate("held", "file")
+    os.remove(path)  # its directory is empty, and held while its reactor runs
+    (plant_dir / "files" / f"a@{TOKEN}").mkdir()
+    (plant_dir / "files" / f"b@{TOKEN}").mkdir()
+    (plant_dir / "files" / f"b@{TOKEN}" / "kept.txt").write_text("not empty")
+    plant.gc()
+    assert Path(path).parent.is_dir() and (plant_dir / "files").is_dir()
+    assert not (plant_dir / "files" / f"a@{TOKEN}").exists() and (plant_dir / "files" / f"b@{TOKEN}").is_dir()
+
+
+def configured_producer():
+    @ReactorFunc
+    def produce(pipe, config):
+        pipe.send("arr", np.full(100, float(config.seed)))
+    return produce
+
+
+def test_gc_applies_its_byte_budget_and_keeps_what_another_live_plant_holds(open_plant):
+    """max_bytes=0 keeps only the latest trace, except a trace whose version another live
+    plant holds (it loaded it)."""
+    produce = configured_producer()
+    plant, _ = open_plant(config={"seed": 1}, reactors=[produce])
+    for seed in (1, 2, 3):
+        plant.set_config({"seed": seed})
+        plant.run_reactor(produce)
+    holder, _ = open_plant(config={"seed": 2}, reactors=[produce])
+    holder.run_reactor(produce)
+    assert holder.fetch_ingredient("arr")[0] == 2.0  # loaded: held by its lease
+    plant.set_config({"seed": 3})
+    assert plant.gc(max_bytes=0).traces == 1  # seed 1 goes; 3 is the latest, 2 is held
+    assert len(plant.warehouse.metadata.trace_ids("produce")) == 2
+
+
+def test_a_version_another_plant_loaded_is_held_against_gc(open_plant, plant_dir):
+    """Loading records the location in the loader's lease first: a collector's keep_last=1
+    keeps an old trace whose version another live plant loaded."""
+    produce = configured_producer()
+    plant, _ = open_plant(config={"seed": 1}, reactors=[produce])
+    for seed in (1, 2):
+        plant.set_config({"seed": seed})
+        plant.run_reactor(produce)
+    holder, _ = open_plant()
+    old = holder.warehouse.metadata.traces("produce")[-1].outputs["arr"]
+    assert holder.warehouse.load(old)[0] == 1.0
+    os.utime(Path(plant_dir, old.location), (1, 1))
+    assert plant.gc(keep_last=1).traces == 0
+    assert Path(plant_dir, old.location).exists()
+
+
+def test_spec_classes_are_registered_as_instances(warehouse):
+    warehouse.register_ingredient_specs([NoteSpec])
+    assert isinstance(warehouse.ingredientSpecs["note"], NoteSpec)
+    assert warehouse.load(warehouse.store("n", Note("x"), "note").version).text == "x"

@@ -389,10 +389,19 @@ class Warehouse(_Codecs):
 
     def free(self, version: Version) -> None:
         """Remove the per-version storage of a version whose reactor failed (files, specs);
-        content-addressed blobs are left to GC (another version may share them). Never raises."""
+        content-addressed blobs are left to GC (another version may share them). Never raises.
+
+        Dispatches to the codec's ``free`` (a custom codec may override it); a version of a
+        type no longer registered is freed as a spec's storage."""
         codec = self.codecs.get(version.type)
-        if version.location and (codec is None or codec.location_kind != "blob"):
-            self.deallocate(version.type, version.location)
+        if codec is None:
+            if version.location:
+                self.deallocate(version.type, version.location)
+            return
+        try:
+            codec.free(self, version)
+        except Exception as exc:
+            self.logger.warning("could not free ingredient storage %s: %s", version.location, exc)
 
     def discard(self, version: Version) -> None:
         """Remove the damaged storage of a version, so that recomputing it writes it afresh
