@@ -223,18 +223,9 @@ class Loader:
         return module
 
 
-class Bomb:
-    """Unpickling it records the event: a file planted outside (or inside) the plant must never
-    be unpickled (tests/test_escapes.py, tests/test_warehouse_units.py)."""
-    loaded: list = []
-
-    def __reduce__(self):
-        return (Bomb._boom, ())
-
-    @staticmethod
-    def _boom():
-        Bomb.loaded.append(1)
-        return "unpickled"
+# Bomb lives in its own module: pytest imports conftest.py afresh in every session of a process
+# (mutmut runs several), see tests/planted.py.
+from planted import Bomb  # noqa: E402,F401
 
 
 # --- hypothesis profiles (tests/test_property.py) --------------------------------------------
