@@ -143,6 +143,13 @@ def test_a_directory_that_is_no_plant_is_a_plant_dir_error(tmp_path, what):
         assert list(path.iterdir()) == []  # nothing created in it
 
 
+def test_a_metadata_directory_without_data_is_no_plant(tmp_path):
+    (tmp_path / "plant" / "meta.lmdb").mkdir(parents=True)
+    with pytest.raises(PlantDirError, match="holds no plant metadata"):
+        Warehouse.open_readonly(str(tmp_path / "plant"))
+    assert list((tmp_path / "plant" / "meta.lmdb").iterdir()) == []
+
+
 @ReactorFunc
 def make_one(pipe):
     pipe.send("x", 1)
