@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 
 import pytest
@@ -96,3 +97,37 @@ def test_a_dead_lease_that_cannot_be_removed_is_logged(tmp_path, caplog):
     path = tmp_path / "leases" / "1-1.lease"
     assert [r.getMessage() for r in caplog.records] == [
         f"could not remove the dead lease {path}: [Errno 21] Is a directory: '{path}'"]
+
+
+class Waiting(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.event = threading.Event()
+        self.messages = []
+
+    def emit(self, record):
+        try:
+            self.messages.append(record.getMessage())
+        finally:
+            self.event.set()
+
+
+def test_a_plant_recording_a_location_waits_for_a_running_gc_and_says_so(tmp_path, lease):
+    handler = Waiting()
+    leases.logger.addHandler(handler)
+    old_level = leases.logger.level
+    leases.logger.setLevel(logging.INFO)
+    fd = os.open(tmp_path / "gc.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a GC in another process
+    thread = threading.Thread(target=lambda: (lease.hold("blobs/ab/cd.npy"), handler.event.set()))
+    try:
+        thread.start()
+        assert handler.event.wait(60)
+        assert journal(lease) == []  # not recorded while GC runs
+    finally:
+        os.close(fd)
+        thread.join(60)
+        leases.logger.removeHandler(handler)
+        leases.logger.setLevel(old_level)
+    assert handler.messages == [f"waiting for a garbage collection of {tmp_path} to finish"]
+    assert journal(lease) == ["blobs/ab/cd.npy"]

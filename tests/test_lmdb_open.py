@@ -152,6 +152,11 @@ class Waiting(logging.Handler):
         self.proceeded = []
 
     def emit(self, record):
+        try:
+            record.getMessage()
+        except Exception:  # a message that cannot be formatted: do not wait for it
+            self.event.set()
+            raise
         if record.getMessage().startswith("waiting for another process"):
             self.messages.append(record.getMessage())
             self.event.set()
