@@ -131,3 +131,25 @@ def test_a_plant_recording_a_location_waits_for_a_running_gc_and_says_so(tmp_pat
         leases.logger.setLevel(old_level)
     assert handler.messages == [f"waiting for a garbage collection of {tmp_path} to finish"]
     assert journal(lease) == ["blobs/ab/cd.npy"]
+
+
+def test_compacting_rewrites_the_journal_and_later_locations_are_still_recorded(tmp_path, lease):
+    for location in ("blobs/ab/1.npy", "blobs/ab/2.npy", "blobs/ab/3.npy"):
+        lease.hold(location)
+    lease.compact(["blobs/ab/2.npy"])
+    assert journal(lease) == ["blobs/ab/2.npy"]
+    inode = os.stat(lease.path).st_ino
+    lease.compact(["blobs/ab/2.npy"])  # nothing to drop: the journal is not rewritten
+    assert os.stat(lease.path).st_ino == inode
+    lease.hold("blobs/ab/4.npy")
+    assert journal(lease) == ["blobs/ab/2.npy", "blobs/ab/4.npy"]
+    [record] = live_leases(str(tmp_path))
+    assert record.held == {"blobs/ab/2.npy", "blobs/ab/4.npy"}
+
+
+def test_a_released_lease_is_gone_and_compacting_it_makes_no_new_one(tmp_path, lease):
+    lease.hold("blobs/ab/1.npy")
+    lease.release()
+    lease.compact(["blobs/ab/2.npy"])
+    lease.hold("blobs/ab/3.npy")
+    assert os.listdir(tmp_path / "leases") == [] and live_leases(str(tmp_path)) == []
