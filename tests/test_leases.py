@@ -153,3 +153,14 @@ def test_a_released_lease_is_gone_and_compacting_it_makes_no_new_one(tmp_path, l
     lease.compact(["blobs/ab/2.npy"])
     lease.hold("blobs/ab/3.npy")
     assert os.listdir(tmp_path / "leases") == [] and live_leases(str(tmp_path)) == []
+
+
+def test_recording_a_location_leaves_the_gc_lock_free(tmp_path, lease):
+    """A plant holds the GC gate shared only while it records: GC can take it right after."""
+    lease.hold("blobs/ab/1.npy")
+    lease.compact([])
+    fd = os.open(tmp_path / "gc.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while still held
+    finally:
+        os.close(fd)
