@@ -164,3 +164,19 @@ def test_recording_a_location_leaves_the_gc_lock_free(tmp_path, lease):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while still held
     finally:
         os.close(fd)
+
+
+def test_a_lease_that_cannot_be_replaced_leaves_no_temporary_and_keeps_the_old_one(tmp_path, lease, monkeypatch):
+    lease.hold("blobs/ab/1.npy")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(leases.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        lease.compact([])
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / "leases") == [os.path.basename(lease.path)]
+    assert journal(lease) == ["blobs/ab/1.npy"]
+    [record] = live_leases(str(tmp_path))
+    assert record.held == {"blobs/ab/1.npy"}
