@@ -16,7 +16,7 @@ import pytest
 from pyplant import Plant, ReactorFunc
 from pyplant.errors import PlantClosedError, PlantDirError, WarehouseError
 from pyplant.warehouse import lmdb_env
-from pyplant.warehouse.backend import FEW_TRACES, MetadataBackend
+from pyplant.warehouse.backend import FEW_TRACES, SCAN_TRACES, MetadataBackend
 from pyplant.warehouse.lmdb_store import LmdbMetadata
 from pyplant.warehouse.memory import InMemoryMetadata
 from pyplant.warehouse.records import (HistoryRecord, ReactorRecord, Trace, Version, code_digest,
@@ -104,6 +104,18 @@ def test_traces_are_limited_to_64_by_default(backend):
         backend.commit_trace(trace("r", f"t{i}", {"p": i}), history("r", 100.0 + i))
     found = backend.traces("r")
     assert len(found) == 64 and found[0].trace_id == "t64" and found[-1].trace_id == "t1"
+
+
+def test_latest_version_looks_only_at_the_most_recent_traces(backend):
+    """``latest_version`` scans the ``SCAN_TRACES`` most recent traces: an ingredient sent only
+    by an older one is not found (the calls of one step share its traces)."""
+    backend.commit_trace(trace("r", "t0", {"p": 0}, outputs=("old", "out")), history("r", 100.0))
+    for i in range(1, SCAN_TRACES):
+        backend.commit_trace(trace("r", f"t{i}", {"p": i}, outputs=("out",)), history("r", 100.0 + i))
+    assert backend.latest_version("r", "old") == backend.trace("r", "t0").outputs["old"]
+    backend.commit_trace(trace("r", "tnew", {"p": -1}, outputs=("out",)), history("r", 200.0))
+    assert backend.latest_version("r", "old") is None
+    assert backend.latest_version("r", "out") == backend.trace("r", "tnew").outputs["out"]
 
 
 def test_committing_a_trace_again_moves_it_first_without_duplicating_it(backend):

@@ -3,10 +3,13 @@ and versions while other processes run the plant; takes no lease, no lock, write
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import pytest
 
@@ -133,20 +136,113 @@ def test_a_directory_that_is_no_plant_is_a_plant_dir_error(tmp_path, what):
     with pytest.raises(PlantDirError) as info:
         Warehouse.open_readonly(str(path))
     assert str(path) in str(info.value) and info.value.path is not None
+    if what == "empty directory":
+        assert "holds no plant metadata" in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ([] if what == "missing" else ["p"])
     if what == "empty directory":
         assert list(path.iterdir()) == []  # nothing created in it
 
 
-def test_a_damaged_environment_is_refused_not_moved_aside(tmp_path):
-    plant_dir = tmp_path / "plant"
-    Plant(str(plant_dir)).shutdown()
-    data = plant_dir / "meta.lmdb" / "data.mdb"
+def test_a_metadata_directory_without_data_is_no_plant(tmp_path):
+    (tmp_path / "plant" / "meta.lmdb").mkdir(parents=True)
+    with pytest.raises(PlantDirError, match="holds no plant metadata"):
+        Warehouse.open_readonly(str(tmp_path / "plant"))
+    assert list((tmp_path / "plant" / "meta.lmdb").iterdir()) == []
+
+
+@ReactorFunc
+def make_one(pipe):
+    pipe.send("x", 1)
+
+
+def overwrite_every_page_but_the_meta_pages(data):
+    size = data.stat().st_size
     with open(data, "r+b") as f:
-        f.truncate(100)
-    with pytest.raises(PlantDirError, match="truncated"):
+        f.seek(2 * 4096)
+        f.write(np.random.default_rng(1).bytes(size - 2 * 4096))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: os.truncate(data, 100), "truncated"),
+    (overwrite_every_page_but_the_meta_pages, "a page of it is unreadable"),
+], ids=["truncated", "overwritten-pages"])
+def test_a_damaged_environment_is_refused_not_moved_aside(tmp_path, damage, message):
+    plant_dir = tmp_path / "plant"
+    with Plant(str(plant_dir)) as plant:
+        plant.add_reactors(make_one)
+        plant.run_reactor(make_one)
+    data = plant_dir / "meta.lmdb" / "data.mdb"
+    damage(data)
+    before = data.read_bytes()
+    with pytest.raises(PlantDirError, match=message):
         Warehouse.open_readonly(str(plant_dir))
-    assert data.stat().st_size == 100 and not list(tmp_path.glob("plant/meta.lmdb.corrupt-*"))
+    assert data.read_bytes() == before and not list(tmp_path.glob("plant/meta.lmdb.corrupt-*"))
+
+
+def test_a_directory_of_an_older_version_without_every_database_is_readable(tmp_path):
+    """An environment written before the trace index and the file hashes existed: the view
+    reads its traces, and finds the missing databases empty."""
+    plant_dir = tmp_path / "plant"
+
+    @ReactorFunc
+    def make(pipe):
+        pipe.send("x", [1, 2])
+
+    with Plant(str(plant_dir)) as plant:
+        plant.add_reactors(make)
+        plant.run_reactor(make)
+    env = lmdb.open(str(plant_dir / "meta.lmdb"), max_dbs=16)
+    with env.begin(write=True) as txn:
+        for name in (b"traceindex", b"filehash"):
+            txn.drop(env.open_db(name, txn=txn), delete=True)
+    env.close()
+    with Warehouse.open_readonly(str(plant_dir)) as view:
+        assert view.load(view.latest_versions()["x"]) == [1, 2]
+        assert view.metadata.get_file_hash("/nowhere") is None
+
+
+READ_ONLY_MOUNT = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, format="LOG %(message)s")
+from pyplant.warehouse import Warehouse
+with Warehouse.open_readonly(sys.argv[1]) as view:
+    print("READ", view.load(view.latest_versions()["x"]))
+"""
+
+
+def test_a_plant_whose_reader_table_cannot_be_written_is_read_without_it(tmp_path):
+    """A plant directory nobody may write (a read-only mount, another user's files): LMDB
+    cannot register the reader in lock.mdb; the view says so and reads without it."""
+    plant_dir = tmp_path / "plant"
+
+    @ReactorFunc
+    def make(pipe):
+        pipe.send("x", 7)
+
+    with Plant(str(plant_dir)) as plant:
+        plant.add_reactors(make)
+        plant.run_reactor(make)
+    command = [sys.executable, "-c", READ_ONLY_MOUNT, str(plant_dir)]
+    if os.geteuid() == 0:  # root writes everything: drop the capabilities that let it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                   "--inh-caps=-dac_override,-dac_read_search"] + command
+    meta = plant_dir / "meta.lmdb"
+    modes = {p: p.stat().st_mode for p in [meta, *meta.iterdir()]}
+    try:
+        for p in modes:
+            p.chmod(modes[p] & ~0o222)
+        proc = subprocess.run(command, capture_output=True, text=True, env=child_env(), timeout=120)
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    assert proc.returncode == 0, proc.stderr
+    assert "READ 7" in proc.stdout
+    [warning] = [line for line in proc.stderr.splitlines() if line.startswith("LOG ")]
+    assert re.fullmatch(re.escape(f"LOG {meta.resolve()}: cannot register as an LMDB reader (")
+                        + ".*Permission denied.*"
+                        + re.escape("); reading without the reader table"), warning), warning
 
 
 def test_a_view_and_a_plant_in_one_process_share_the_environment(tmp_path):
@@ -175,3 +271,4 @@ def test_a_view_and_a_plant_in_one_process_share_the_environment(tmp_path):
     view.close()
     with Plant(str(plant_dir)) as plant:  # everything closed: opens afresh
         assert len(plant.warehouse.metadata.trace_ids("make")) == 2
+
