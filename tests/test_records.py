@@ -220,3 +220,66 @@ def test_damage_met_in_use_is_moved_aside_at_the_next_open(tmp_path):
     assert "moved it to" in proc.stderr, proc.stderr
     assert glob.glob(str(plant_dir / "meta.lmdb.corrupt-*"))
     assert result_of(run_script(script, plant_dir))["started"] == ["target"]
+
+
+# --- record decoding (records.py), unit by unit ---------------------------------------------------
+
+from pyplant.warehouse.records import (HistoryRecord, LeaseRecord, ReactorRecord,  # noqa: E402
+                                       RecordError, Trace, Version, code_digest, trace_index_key)
+
+_VERSION_REC = {"name": "x", "type": "simple", "content_hash": "h" * 32}
+_TRACE_REC = {"reactor": "r", "trace_id": "t" * 32, "code": {"reactor": "c"}, "config": {},
+              "inputs": {}, "outputs": {"x": dict(_VERSION_REC)}}
+
+
+def test_records_of_an_older_layout_decode_with_their_defaults():
+    """Fields added after a record was written take their defaults, a fresh container for each
+    record (two traces never share one ``files`` dict)."""
+    version = Version.from_record(dict(_VERSION_REC))
+    assert (version.location, version.inline, version.meta, version.nbytes, version.files) == (None, None, None, 0, None)
+    first, second = Trace.from_record(dict(_TRACE_REC)), Trace.from_record(dict(_TRACE_REC))
+    for field in ("files", "dirs", "env", "names"):
+        assert getattr(first, field) == {} and type(getattr(first, field)) is dict
+        assert getattr(first, field) is not getattr(second, field)
+    assert (first.finished, first.duration) == (0.0, 0.0) and first.outputs["x"] == version
+    reactor = ReactorRecord.from_record({"traces": ["a"]})
+    assert (reactor.used, reactor.shapes, reactor.invalidated) == ({}, None, None)
+    history = HistoryRecord.from_record({"reactor": "r", "started": 1.0})
+    assert (history.duration, history.ran, history.reason) == (0.0, True, None)
+
+
+@pytest.mark.parametrize("decode, rec, message", [
+    (Version.from_record, ["x"], "a version record must be a dict, got list"),
+    (Trace.from_record, {**_TRACE_REC, "code": None}, "trace record: field 'code' has type NoneType"),
+    (Trace.from_record, {k: v for k, v in _TRACE_REC.items() if k != "inputs"}, "trace record: field 'inputs' is missing"),
+    (Trace.from_record, {**_TRACE_REC, "outputs": {"x": {"name": "x"}}}, "version record: field 'type' is missing"),
+    (HistoryRecord.from_record, {"reactor": "r", "started": "noon"}, "history record: field 'started' has type str"),
+    (ReactorRecord.from_record, {"traces": "abc"}, "reactor record: field 'traces' has type str"),
+    (ReactorRecord.from_record, {"traces": ["a", 3]}, "reactor record: a trace id that is not a str"),
+])
+def test_a_record_of_the_wrong_shape_is_refused_naming_the_record_and_the_field(decode, rec, message):
+    """The warning that skips a damaged record quotes this message: it names the kind of
+    record and the field at fault."""
+    with pytest.raises(RecordError) as info:
+        decode(rec)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("header", [{"pid": 1, "started": "noon"}, {"pid": "1", "started": 1.0},
+                                    {"started": 1.0}, [1, 1.0]])
+def test_a_lease_header_needs_an_int_pid_and_a_start_time(header):
+    with pytest.raises(RecordError, match="a lease header must hold an int pid and a start time"):
+        LeaseRecord.from_lines(header, [])
+    lease = LeaseRecord.from_lines({"pid": 7, "started": 2}, ["blobs/a", 3, "files/b"])
+    assert lease == LeaseRecord(7, 2.0, frozenset({"blobs/a", "files/b"}))
+
+
+def test_the_trace_index_key_is_stable_and_leaves_subreactors_out():
+    """The index key is stored on disk: it must not change between versions of pyplant (every
+    stored trace would be found only by the scan of the 64 most recent), and it leaves out
+    ``sub:`` labels, which are known only after a run."""
+    code = {"reactor": "h1", "fn:helpers.f": "h2"}
+    assert code_digest(code) == "e56567ecef57c5165b8b1b7f915baa42"
+    assert code_digest({**code, "sub:module.halve": "h3"}) == code_digest(code)
+    assert code_digest({**code, "fn:sub.f": "h3"}) != code_digest(code)
+    assert trace_index_key(code_digest(code), {"C": "tok1", "max_iter": "tok2"}) == "98dcc945376f4e8bf5434dafce47f932"
